@@ -147,8 +147,9 @@ func (x *Index[K, V]) Unsubscribe(k K, filter string) (existed bool) {
 // subscriptions.
 //
 // Match allocates nothing when dst has room. shared runs under the index's
-// read lock: it must not call methods of x, and members is valid only until it
-// returns.
+// read lock: it must not call methods of x, and members is the index's own
+// storage, to be read (not modified or kept) until shared returns. Each
+// member's Filter is the whole "$share/<group>/<filter>" it subscribed with.
 func (x *Index[K, V]) Match(topic string, dst []Hit[K, V], shared func(group string, filter string, members []Hit[K, V])) []Hit[K, V] {
 	if topic == "" {
 		return dst

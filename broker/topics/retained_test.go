@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 )
 
@@ -123,5 +124,44 @@ func TestRetainedDeleteRemovesNodes(t *testing.T) {
 	r.Delete("keep/me")
 	if r.nodes() != 1 {
 		t.Fatalf("empty index has %d nodes, want 1 (root)", r.nodes())
+	}
+}
+
+func TestRetainedConcurrentSetDeleteMatch(t *testing.T) {
+	r := NewRetained[int]()
+	r.Set("sensors/hall/temp", -1)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				topic := fmt.Sprintf("sensors/%d-%d/temp", w, i%50)
+				r.Set(topic, i)
+				if v, ok := r.Get(topic); !ok || v != i {
+					t.Errorf("Get(%q) = %d %v right after Set(%d)", topic, v, ok, i)
+					return
+				}
+				r.Delete(topic)
+			}
+		})
+	}
+	for range 4 {
+		wg.Go(func() {
+			for range 500 {
+				found := false
+				r.Match("sensors/+/temp", func(topic string, v int) bool {
+					found = found || topic == "sensors/hall/temp"
+					return true
+				})
+				r.Range(func(string, int) bool { return true })
+				if !found {
+					t.Error("a stable retained message was missed during churn")
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if r.Len() != 1 || r.nodes() != 4 {
+		t.Fatalf("after churn Len %d nodes %d, want 1 and 4", r.Len(), r.nodes())
 	}
 }
