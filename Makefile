@@ -1,0 +1,113 @@
+# gatewayd: `make run` starts the gateway on the built-in configuration,
+# `make test` runs everything CI runs. See README.md.
+
+GO      ?= go
+BIN     := bin
+DIST    := dist
+
+# Version stamp. The date is the commit's time (UTC), not the build's, so that
+# building the same commit twice gives the same binary. Without git (a source
+# tarball) the stamp falls back to "dev"/"unknown" or to SOURCE_DATE_EPOCH.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+ifeq ($(origin COMMIT),undefined)
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+endif
+ifeq ($(origin DATE),undefined)
+DATE    := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || \
+             { [ -n "$$SOURCE_DATE_EPOCH" ] && date -u -d "@$$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ; } || echo unknown)
+endif
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+
+# Every command under cmd/ that has a main.go.
+CMDS := $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/main.go))))
+
+# Cross targets: name=GOARCH/GOARM (Raspberry Pi Zero/1 are armv6, Pi 2 armv7,
+# Pi 3/4/5 with a 64-bit OS arm64).
+CROSS := linux-armv6=arm/6 linux-armv7=arm/7 linux-arm64=arm64/
+
+TEST_TIMEOUT ?= 6m
+FUZZ_PKGS    ?= ./broker/packet
+FUZZTIME     ?= 10s
+LONG_FUZZTIME ?= 5m
+
+.PHONY: all build run cross test test-deps vet unit fuzz-smoke fuzz bench clean
+
+all: build
+
+## build: host binaries bin/gatewayd, bin/gatewayctl (every cmd/*).
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+## run: build, then start gatewayd on its built-in configuration
+## (MQTT on 127.0.0.1:1883, state in ./data). Ctrl-C stops it.
+run: build
+	./$(BIN)/gatewayd
+
+## cross: static Linux binaries for the boards, in dist/.
+cross:
+	@mkdir -p $(DIST)
+	@set -e; for t in $(CROSS); do \
+		name=$${t%%=*}; arch=$${t#*=}; goarch=$${arch%%/*}; goarm=$${arch#*/}; \
+		for c in $(CMDS); do \
+			echo "$(DIST)/$$c-$$name"; \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm \
+				$(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/$$c-$$name ./cmd/$$c; \
+		done; \
+	done
+
+## test: what CI runs: tools the tests need, vet, race-enabled tests, and a
+## short run of every fuzz target of the MQTT codec.
+test: test-deps vet unit fuzz-smoke
+
+# The interop tests run mosquitto and its clients. As root (CI) they are
+# installed from Debian; otherwise say what to install.
+test-deps:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then m=1; else m=; fi; \
+	if [ -n "$$m" ] && command -v mosquitto_sub >/dev/null 2>&1 && command -v mosquitto_pub >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing mosquitto and mosquitto-clients (needed by the interop tests)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients </dev/null; \
+	else \
+		echo "make test needs mosquitto and mosquitto-clients for the interop tests:"; \
+		echo "    sudo apt-get install mosquitto mosquitto-clients"; \
+		exit 1; \
+	fi
+
+vet:
+	$(GO) mod download
+	$(GO) vet ./...
+
+unit:
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Each Fuzz* target runs for FUZZTIME; targets are discovered, so new ones are
+# included without editing this file.
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_FOR=$(FUZZTIME)
+
+## fuzz: every fuzz target for LONG_FUZZTIME each (make fuzz LONG_FUZZTIME=1h).
+fuzz: FUZZ_FOR ?= $(LONG_FUZZTIME)
+fuzz:
+	@set -e; for p in $(FUZZ_PKGS); do \
+		targets=$$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz' || true); \
+		if [ -z "$$targets" ]; then echo "$$p: no fuzz targets"; fi; \
+		for f in $$targets; do \
+			echo "fuzz $$p $$f for $(FUZZ_FOR)"; \
+			$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_FOR) $$p; \
+		done; \
+	done
+
+# ---------------------------------------------------------------------------
+# bench: placeholder, owned by the benchmarks work (scripts/bench), which will
+# replace it with the side-by-side harness. Keep it self-contained.
+## bench: the broker's Go benchmarks.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./broker/...
+# ---------------------------------------------------------------------------
+
+clean:
+	rm -rf $(BIN) $(DIST)

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"gatewayd/broker"
+	"gatewayd/config"
+)
+
+// Config is the whole gatewayd configuration file. Each section is the config
+// struct of the package it configures; this one only assembles them.
+type Config struct {
+	// GatewayID names this gateway; it defaults to the host name.
+	GatewayID string `yaml:"gateway_id"`
+	// DataDir holds the state that outlives the process. It is created (mode
+	// 0700) if missing; a relative path is relative to the working directory.
+	DataDir string        `yaml:"data_dir"`
+	Log     LogConfig     `yaml:"log"`
+	Broker  broker.Config `yaml:"broker"`
+}
+
+// LogConfig configures gatewayd's own log (stderr).
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error
+	Format string `yaml:"format"` // text or json
+}
+
+// DefaultConfig is the configuration before any file is read.
+func DefaultConfig() Config {
+	id, err := os.Hostname()
+	if err != nil || id == "" {
+		id = "gatewayd"
+	}
+	return Config{
+		GatewayID: id,
+		DataDir:   "./data",
+		Log:       LogConfig{Level: "info", Format: "text"},
+		Broker:    broker.DefaultConfig(),
+	}
+}
+
+// Validate checks every section; errors are *config.FieldError with full key
+// paths such as "broker.listeners[0].address".
+func (c *Config) Validate() error {
+	var errs []error
+	switch {
+	case c.GatewayID == "":
+		errs = append(errs, config.Errorf("gateway_id", "must not be empty"))
+	case strings.ContainsAny(c.GatewayID, "/+#\x00"):
+		// The id becomes a topic level (in $SYS and upstream topics).
+		errs = append(errs, config.Errorf("gateway_id", "%q must not contain '/', '+', '#' or NUL", c.GatewayID))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, config.Errorf("data_dir", "must not be empty"))
+	}
+	errs = append(errs, config.Prefix("log", c.Log.Validate()))
+	errs = append(errs, config.Prefix("broker", c.Broker.Validate()))
+	return errors.Join(errs...)
+}
+
+// Validate checks the level and format names.
+func (c *LogConfig) Validate() error {
+	var errs []error
+	if _, ok := parseLevel(c.Level); !ok {
+		errs = append(errs, config.Errorf("level", "%q is not one of debug, info, warn, error", c.Level))
+	}
+	if c.Format != "text" && c.Format != "json" {
+		errs = append(errs, config.Errorf("format", "%q is not one of text, json", c.Format))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,203 @@
+// Command gatewayd is the gateway daemon: it runs the local MQTT broker with
+// the configuration given by --config, or the built-in one (default.yaml).
+//
+// Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
+// broker cannot start or stop, 2 for a bad command line or configuration.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"gatewayd/broker"
+	"gatewayd/config"
+)
+
+// Set at link time: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// defaultName names the built-in configuration in messages.
+const defaultName = "(built-in default.yaml)"
+
+// shutdownTimeout bounds how long a signal waits for clients to be let go.
+const shutdownTimeout = 10 * time.Second
+
+const (
+	exitOK     = 0
+	exitStart  = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func versionString() string {
+	v := version
+	if v == "dev" {
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	return v
+}
+
+func run(args []string, stdout io.Writer, stderr *os.File) int {
+	fs := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "read the configuration from `FILE` (default: the built-in configuration, listening on 127.0.0.1:1883)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	logLevel := fs.String("log-level", "", "log `level`: debug, info, warn or error (overrides log.level)")
+	logFormat := fs.String("log-format", "", "log `format`: text or json (overrides log.format)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gatewayd [--config FILE] [--log-level LEVEL] [--log-format FORMAT]\n       gatewayd --version\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gatewayd: unexpected argument %q (the configuration file is given with --config)\n", fs.Arg(0))
+		return exitConfig
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "gatewayd %s (commit %s, built %s, %s %s/%s)\n",
+			versionString(), commit, date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	}
+
+	cfg := DefaultConfig()
+	var file *config.File
+	var err error
+	if *configPath != "" {
+		file, err = config.ReadFile(*configPath)
+	} else {
+		file, err = config.Parse(defaultName, defaultYAML)
+	}
+	if err == nil {
+		err = file.Decode(&cfg)
+	}
+	if err == nil {
+		err = applyLogFlags(&cfg.Log, *logLevel, *logFormat)
+	}
+	if err != nil {
+		printErr(stderr, err)
+		return exitConfig
+	}
+
+	log := newLogger(cfg.Log, stderr)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		printErr(stderr, file.Locate(config.Errorf("data_dir", "cannot create %s: %v", cfg.DataDir, err)))
+		return exitStart
+	}
+
+	srv, err := broker.New(cfg.Broker, broker.Options{Logger: log, Version: version})
+	if err != nil {
+		printErr(stderr, err)
+		return exitConfig
+	}
+	if err := srv.Start(); err != nil {
+		printErr(stderr, err)
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EACCES) {
+			fmt.Fprintln(stderr, "gatewayd: "+listenHint(file, cfg.Broker, err, *configPath == ""))
+		}
+		return exitStart
+	}
+	for i, a := range srv.Addrs() {
+		fmt.Fprintf(stdout, "gatewayd %s: MQTT broker listening on %s (listener %s)\n", versionString(), a, listenerName(cfg.Broker, i))
+	}
+	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	<-ctx.Done()
+	stop() // a second signal ends the process at once
+	log.Info("shutting down", "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown did not complete", "err", err)
+		return exitStart
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// applyLogFlags puts the --log-level and --log-format values, when given, in
+// place of the file's.
+func applyLogFlags(c *LogConfig, level, format string) error {
+	var errs []error
+	if level != "" {
+		if _, ok := parseLevel(level); !ok {
+			errs = append(errs, fmt.Errorf("--log-level %q is not one of debug, info, warn, error", level))
+		}
+		c.Level = level
+	}
+	if format != "" {
+		if format != "text" && format != "json" {
+			errs = append(errs, fmt.Errorf("--log-format %q is not one of text, json", format))
+		}
+		c.Format = format
+	}
+	return errors.Join(errs...)
+}
+
+func listenerName(c broker.Config, i int) string {
+	if len(c.Listeners) == 0 {
+		return "default"
+	}
+	if i < len(c.Listeners) {
+		if c.Listeners[i].Name != "" {
+			return c.Listeners[i].Name
+		}
+		return c.Listeners[i].Address
+	}
+	return "#" + fmt.Sprint(i)
+}
+
+// listenHint says where the address that could not be bound is set.
+func listenHint(file *config.File, c broker.Config, err error, builtin bool) string {
+	key, addr := "broker.listeners", broker.DefaultAddress
+	for i, l := range c.Listeners {
+		k := fmt.Sprintf("broker.listeners[%d].address", i)
+		if strings.Contains(err.Error(), k) || strings.Contains(err.Error(), l.Address) {
+			key, addr = k, l.Address
+			break
+		}
+	}
+	if builtin {
+		return fmt.Sprintf("the built-in configuration listens on %s: stop what uses that address, or run gatewayd --config FILE with another %s", addr, key)
+	}
+	if line := file.Line(key); line > 0 {
+		return fmt.Sprintf("%s:%d: change %s (%s) to a free address", file.Name, line, key, addr)
+	}
+	return fmt.Sprintf("%s: set %s to a free address", file.Name, key)
+}
+
+// printErr prints err to w, "gatewayd: " before each line.
+func printErr(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, "gatewayd: "+line)
+	}
+}

@@ -1,0 +1,613 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gatewayd/config"
+)
+
+// These tests build the real gatewayd binary once and run it as a
+// subprocess, the way systemd and users run it.
+
+// Stamped into the test binary, as the Makefile stamps releases.
+const (
+	testVersion = "v9.9.9-test"
+	testCommit  = "0123456789ab"
+	testDate    = "2026-01-02T03:04:05Z"
+)
+
+// hangGuard only keeps a broken build from hanging the test run; no test
+// asserts how fast anything happens.
+const hangGuard = 60 * time.Second
+
+var gatewayd string // path of the built binary
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gatewayd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gatewayd = filepath.Join(dir, "gatewayd")
+	args := []string{"build", "-o", gatewayd,
+		"-ldflags", fmt.Sprintf("-X main.version=%s -X main.commit=%s -X main.date=%s", testVersion, testCommit, testDate)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goTool, append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building gatewayd:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a subprocess's output while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is a running gatewayd.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	lines  chan string // stdout, line by line
+	stdout syncBuffer
+	stderr syncBuffer
+	done   chan struct{}
+	err    error // from Wait, once done is closed
+}
+
+// start runs gatewayd with args in dir (a temporary directory if "").
+// stderrFile, if not nil, is given to the process as its stderr.
+func start(t *testing.T, dir string, env []string, stderrFile *os.File, args ...string) *proc {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	p := &proc{t: t, lines: make(chan string, 100), done: make(chan struct{})}
+	p.cmd = exec.Command(gatewayd, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = append(cleanEnv(), env...)
+	if stderrFile != nil {
+		p.cmd.Stderr = stderrFile
+	} else {
+		p.cmd.Stderr = &p.stderr
+	}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var readers sync.WaitGroup
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.stdout.Write(append(sc.Bytes(), '\n'))
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() {
+		readers.Wait() // Wait must not close the pipe before it is drained
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// cleanEnv is the test's environment without what changes gatewayd's output.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "JOURNAL_STREAM=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// exitCode waits for the process to end and returns its exit code.
+func (p *proc) exitCode() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(hangGuard):
+		p.cmd.Process.Kill()
+		<-p.done
+		p.t.Fatalf("gatewayd did not exit; stdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
+	}
+	if p.cmd.ProcessState == nil {
+		p.t.Fatalf("gatewayd: %v", p.err)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitListening waits for the start-up line and returns it.
+func (p *proc) waitListening() string {
+	p.t.Helper()
+	timeout := time.After(hangGuard)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				p.exitCode()
+				p.t.Fatalf("gatewayd exited with %d before listening; stderr:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr.String())
+			}
+			if strings.Contains(line, "MQTT broker listening on") {
+				return line
+			}
+		case <-timeout:
+			p.t.Fatalf("gatewayd printed no listening line; stdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
+		}
+	}
+}
+
+func (p *proc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// freeAddr returns a loopback address with a port nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// writeConfig writes a configuration file into dir and returns its path.
+func writeConfig(t *testing.T, dir, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, "gatewayd.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// brokerConfig is a configuration listening on addr with its state in dir.
+func brokerConfig(dir, addr string) string {
+	return fmt.Sprintf(`gateway_id: gw-test
+data_dir: %s
+broker:
+  sys_interval: 1s
+  listeners:
+    - name: test
+      address: %s
+`, filepath.Join(dir, "state"), addr)
+}
+
+// mqttConnect sends a raw CONNECT at protocol level 4 (3.1.1) or 5 and returns
+// the CONNACK's bytes.
+func mqttConnect(t *testing.T, addr string, level byte) (net.Conn, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(hangGuard))
+	var pkt []byte
+	switch level {
+	case 4:
+		pkt = []byte{0x10, 16, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 4, 't', 'e', 's', 't'}
+	case 5:
+		pkt = []byte{0x10, 15, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 60, 0, 0, 2, 'v', '5'}
+	}
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatalf("reading CONNACK: %v", err)
+	}
+	if head[1]&0x80 != 0 {
+		t.Fatalf("CONNACK remaining length %#x too long", head[1])
+	}
+	body := make([]byte, head[1])
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("reading CONNACK: %v", err)
+	}
+	return c, append(head, body...)
+}
+
+func TestVersionPrintsVersionCommitDateAndGo(t *testing.T) {
+	p := start(t, "", nil, nil, "--version")
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+	want := fmt.Sprintf("gatewayd %s (commit %s, built %s, %s %s/%s)\n",
+		testVersion, testCommit, testDate, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if got := p.stdout.String(); got != want {
+		t.Errorf("--version printed %q, want %q", got, want)
+	}
+}
+
+func TestBadConfigurationExitsTwoNamingFileLineAndKey(t *testing.T) {
+	cases := []struct {
+		name, content string
+		want          []string // lines expected on stderr, after "gatewayd: FILE"
+	}{
+		{"unknown key", `gateway_id: gw-1
+broker:
+  listeners:
+    - name: lan
+      adress: 0.0.0.0:1883
+`, []string{":5: broker.listeners[0].adress: unknown key"}},
+		{"bad duration", "broker:\n  sys_interval: 10 seconds\n",
+			[]string{`:2: broker.sys_interval: "10 seconds" is not a duration`}},
+		{"wrong type", "broker:\n  max_inflight: many\n",
+			[]string{`:2: broker.max_inflight: want an integer from 0 to 65535, got "many"`}},
+		{"bad address", "broker:\n  listeners:\n    - name: lan\n      address: localhost\n",
+			[]string{`:4: broker.listeners[0].address: "localhost" is not host:port`}},
+		{"bad log level", "log:\n  level: loud\n",
+			[]string{`:2: log.level: "loud" is not one of debug, info, warn, error`}},
+		{"gateway id with a slash", "gateway_id: site/1\n",
+			[]string{`:1: gateway_id: "site/1" must not contain '/', '+', '#' or NUL`}},
+		{"several problems", "colour: red\nbroker:\n  max_packet_size: 1\n  receive_maximum: 0\n",
+			[]string{":1: colour: unknown key"}},
+		{"several validation problems", "broker:\n  max_packet_size: 1\n  receive_maximum: 0\n",
+			[]string{":2: broker.max_packet_size: 1 is outside", ":3: broker.receive_maximum: must be at least 1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeConfig(t, dir, c.content)
+			p := start(t, dir, nil, nil, "--config", path)
+			if code := p.exitCode(); code != 2 {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", code, p.stderr.String())
+			}
+			stderr := p.stderr.String()
+			for _, w := range c.want {
+				if !strings.Contains(stderr, "gatewayd: "+path+w) {
+					t.Errorf("stderr does not contain %q:\n%s", "gatewayd: "+path+w, stderr)
+				}
+			}
+			if p.stdout.String() != "" {
+				t.Errorf("stdout: %q", p.stdout.String())
+			}
+			if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+				t.Error("data_dir created despite the bad configuration")
+			}
+		})
+	}
+}
+
+func TestBadCommandLineExitsTwo(t *testing.T) {
+	for name, args := range map[string][]string{
+		"unknown flag":       {"--colour"},
+		"bad log level":      {"--log-level", "loud"},
+		"bad log format":     {"--log-format", "xml"},
+		"stray argument":     {"gatewayd.yaml"},
+		"missing config":     {"--config", "/nonexistent/gatewayd.yaml"},
+		"config is a folder": {"--config", os.TempDir()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := start(t, "", nil, nil, args...)
+			if code := p.exitCode(); code != 2 {
+				t.Errorf("exit %d, want 2; stderr:\n%s", code, p.stderr.String())
+			}
+			if !strings.Contains(p.stderr.String(), args[len(args)-1]) && name != "unknown flag" {
+				t.Errorf("stderr does not name %q:\n%s", args[len(args)-1], p.stderr.String())
+			}
+		})
+	}
+}
+
+func TestStartsAndAnswersMQTTConnect(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	path := writeConfig(t, dir, brokerConfig(dir, addr))
+	p := start(t, dir, nil, nil, "--config", path)
+
+	line := p.waitListening()
+	want := fmt.Sprintf("gatewayd %s: MQTT broker listening on %s (listener test)", testVersion, addr)
+	if line != want {
+		t.Errorf("start-up line %q, want %q", line, want)
+	}
+
+	_, ack := mqttConnect(t, addr, 4)
+	if !bytes.Equal(ack, []byte{0x20, 0x02, 0x00, 0x00}) {
+		t.Errorf("3.1.1 CONNACK % x, want 20 02 00 00", ack)
+	}
+	_, ack = mqttConnect(t, addr, 5)
+	if len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0x00 {
+		t.Errorf("5.0 CONNACK % x, want type 2 with reason Success", ack)
+	}
+
+	fi, err := os.Stat(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatalf("data_dir not created: %v", err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data_dir mode %v, want a directory with 0700", fi.Mode())
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; stderr:\n%s", code, p.stderr.String())
+	}
+}
+
+func TestSignalShutsDownWithExitZeroDespiteConnectedClients(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			addr := freeAddr(t)
+			p := start(t, dir, nil, nil, "--config", writeConfig(t, dir, brokerConfig(dir, addr)))
+			p.waitListening()
+			conn, _ := mqttConnect(t, addr, 4) // stays connected through shutdown
+			p.signal(sig)
+			if code := p.exitCode(); code != 0 {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", code, p.stderr.String())
+			}
+			// The broker let the client go: its connection is closed.
+			conn.SetReadDeadline(time.Now().Add(hangGuard))
+			if _, err := io.Copy(io.Discard, conn); err != nil {
+				t.Errorf("client connection not closed cleanly: %v", err)
+			}
+			if !strings.Contains(p.stderr.String(), "shutting down") {
+				t.Errorf("no shutdown logged:\n%s", p.stderr.String())
+			}
+		})
+	}
+}
+
+func TestPortTakenNamesTheKeyToChange(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+
+	dir := t.TempDir()
+	path := writeConfig(t, dir, brokerConfig(dir, addr))
+	p := start(t, dir, nil, nil, "--config", path)
+	if code := p.exitCode(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr.String())
+	}
+	stderr := p.stderr.String()
+	for _, want := range []string{
+		addr,
+		"broker.listeners[0].address",
+		fmt.Sprintf("%s:7: change broker.listeners[0].address (%s) to a free address", path, addr),
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(p.stdout.String(), "listening") {
+		t.Errorf("stdout claims to listen: %q", p.stdout.String())
+	}
+}
+
+// Without --config gatewayd uses its built-in configuration: 127.0.0.1:1883
+// and ./data. The port may be in use on a developer's machine; then the
+// message must say how to get past it.
+func TestBuiltInConfigurationListensOnLocalhost1883(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir, nil, nil)
+	select {
+	case line := <-p.lines:
+		want := fmt.Sprintf("gatewayd %s: MQTT broker listening on 127.0.0.1:1883 (listener local)", testVersion)
+		if line != want {
+			t.Errorf("start-up line %q, want %q", line, want)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "data"))
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("./data: %v, %v; want a 0700 directory", fi, err)
+		}
+		p.signal(syscall.SIGTERM)
+		if code := p.exitCode(); code != 0 {
+			t.Errorf("exit %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
+		}
+	case <-p.done:
+		stderr := p.stderr.String()
+		if code := p.exitCode(); code != 1 || !strings.Contains(stderr, "the built-in configuration listens on 127.0.0.1:1883") ||
+			!strings.Contains(stderr, "--config FILE with another broker.listeners[0].address") {
+			t.Errorf("exit %d; stderr:\n%s", code, stderr)
+		}
+	case <-time.After(hangGuard):
+		t.Fatalf("gatewayd neither listened nor exited; stderr:\n%s", p.stderr.String())
+	}
+}
+
+func TestEmbeddedDefaultConfiguration(t *testing.T) {
+	f, err := config.Parse(defaultName, defaultYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	if err := f.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if cfg.GatewayID != host || cfg.DataDir != "./data" || cfg.Log != (LogConfig{Level: "info", Format: "text"}) {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if len(cfg.Broker.Listeners) != 1 || cfg.Broker.Listeners[0].Address != "127.0.0.1:1883" {
+		t.Errorf("listeners: %+v", cfg.Broker.Listeners)
+	}
+}
+
+func TestLogIsTextWithTimestampsByDefault(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	p := start(t, dir, nil, nil, "--config", writeConfig(t, dir, brokerConfig(dir, addr)))
+	p.waitListening()
+	p.signal(syscall.SIGTERM)
+	p.exitCode()
+	lines := strings.Split(strings.TrimSpace(p.stderr.String()), "\n")
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "time=") {
+			t.Errorf("log line without a timestamp: %q", l)
+		}
+	}
+	if !strings.Contains(p.stderr.String(), `level=INFO msg="gatewayd started"`) {
+		t.Errorf("no start record:\n%s", p.stderr.String())
+	}
+}
+
+func TestLogFormatJSONFlag(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	p := start(t, dir, nil, nil, "--config", writeConfig(t, dir, brokerConfig(dir, addr)), "--log-format", "json", "--log-level", "debug")
+	p.waitListening()
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+	started := false
+	for _, l := range strings.Split(strings.TrimSpace(p.stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Errorf("not JSON: %q", l)
+			continue
+		}
+		if rec["msg"] == "gatewayd started" && rec["gateway_id"] == "gw-test" {
+			started = true
+		}
+	}
+	if !started {
+		t.Errorf("no start record:\n%s", p.stderr.String())
+	}
+}
+
+func TestJournalStreamGivesPriorityPrefixesAndNoTimestamps(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	journal := fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino)
+
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	p := start(t, dir, []string{journal}, w, "--config", writeConfig(t, dir, brokerConfig(dir, addr)), "--log-level", "debug")
+	w.Close()
+	var stderr bytes.Buffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&stderr, r); close(copied) }()
+
+	p.waitListening()
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	<-copied
+	out := stderr.String()
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		prio, rest, ok := strings.Cut(l, ">")
+		if !ok || !strings.Contains("<3 <4 <6 <7", prio) || len(prio) != 2 {
+			t.Errorf("line without a priority prefix: %q", l)
+		}
+		if strings.Contains(rest, "time=") {
+			t.Errorf("line with a timestamp: %q", l)
+		}
+		if strings.Contains(rest, "level=INFO") && prio != "<6" || strings.Contains(rest, "level=DEBUG") && prio != "<7" {
+			t.Errorf("priority does not match the level: %q", l)
+		}
+	}
+	if !strings.Contains(out, `<6>level=INFO msg="gatewayd started"`) {
+		t.Errorf("no start record with <6>:\n%s", out)
+	}
+}
+
+func TestJournalStreamOfAnotherStreamIsIgnored(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	p := start(t, dir, []string{"JOURNAL_STREAM=8:12345"}, nil, "--config", writeConfig(t, dir, brokerConfig(dir, addr)))
+	p.waitListening()
+	p.signal(syscall.SIGTERM)
+	p.exitCode()
+	if out := p.stderr.String(); strings.HasPrefix(out, "<") || !strings.HasPrefix(out, "time=") {
+		t.Errorf("stderr is not the journal, yet:\n%s", out)
+	}
+}
+
+// The quick tour in README.md: subscribe to $SYS with mosquitto_sub.
+func TestMosquittoSubSeesSysTopics(t *testing.T) {
+	sub, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not installed (make test installs mosquitto-clients)")
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	p := start(t, dir, nil, nil, "--config", writeConfig(t, dir, brokerConfig(dir, addr)))
+	p.waitListening()
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command(sub, "-h", host, "-p", port, "-t", "$SYS/#", "-v", "-C", "1", "-W", "60").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "$SYS/broker/") {
+		t.Errorf("mosquitto_sub printed %q, want a $SYS/broker/ topic", out)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
