@@ -2,7 +2,6 @@ package packet
 
 import (
 	"reflect"
-	"testing"
 )
 
 // decodeAll runs DecodeFixedHeader and Decode over one whole packet in b.
@@ -103,7 +102,13 @@ func normalize(p Packet) Packet {
 	return p
 }
 
-func samePacket(t testing.TB, got, want Packet) {
+// fatalHelper is what testing.TB and *rapid.T have in common.
+type fatalHelper interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func samePacket(t fatalHelper, got, want Packet) {
 	t.Helper()
 	g, w := normalize(got), normalize(want)
 	if !reflect.DeepEqual(g, w) {
