@@ -60,7 +60,9 @@ func (x *Index[K, V]) Len() int {
 // ("$share/<group>/<filter>"). It reports whether k already had a
 // subscription to this exact filter, which is now replaced. A filter that is
 // not valid (see ValidFilter) is ignored and reports false: the broker must
-// validate filters to answer SUBACK anyway.
+// validate filters to answer SUBACK anyway. "$share/" filters are treated as
+// shared whatever the client's protocol version; whether to accept them is the
+// broker's call.
 func (x *Index[K, V]) Subscribe(k K, filter string, v V) (existed bool) {
 	groupName, f, shared := SplitShared(filter)
 	if !shared {
@@ -154,6 +156,10 @@ func (x *Index[K, V]) Match(topic string, dst []Hit[K, V], shared func(group str
 	if topic == "" {
 		return dst
 	}
+	// No nats-style match cache: a hit would skip most of the walk, but a
+	// gateway publishes on tens of thousands of distinct sensor topics, more
+	// than a bounded cache holds, and refilling it on misses allocates and
+	// serialises publishers of the same topic.
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.root.match(topic, 0, topic[0] == '$', dst, shared)
