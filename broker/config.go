@@ -40,6 +40,21 @@ type Config struct {
 	RetainAvailable bool `yaml:"retain_available"`
 	// SysInterval is how often $SYS/broker/... topics are published; 0 disables.
 	SysInterval time.Duration `yaml:"sys_interval"`
+
+	// MaximumQoS is the highest QoS the broker accepts and grants (0, 1 or 2;
+	// v5 Maximum QoS). Subscriptions asking for more are granted this.
+	MaximumQoS byte `yaml:"maximum_qos"`
+	// MaxOutputBytes bounds the encoded bytes waiting to be written to one
+	// client. QoS 0 messages that do not fit are dropped and counted, so a slow
+	// reader costs at most this much memory; QoS 1/2 messages wait in the
+	// session queue instead. 0 means 256 KiB.
+	MaxOutputBytes int `yaml:"max_output_bytes"`
+	// WriteTimeout is how long one write to a client may take before the
+	// client is considered dead and disconnected. 0 means 30 s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	// 0 means 10 s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
 // ListenerConfig is one listener.
@@ -66,6 +81,10 @@ func DefaultConfig() Config {
 		TopicAliasMaximum: 64,
 		RetainAvailable:   true,
 		SysInterval:       10 * time.Second,
+		MaximumQoS:        2,
+		MaxOutputBytes:    256 << 10,
+		WriteTimeout:      30 * time.Second,
+		ConnectTimeout:    10 * time.Second,
 	}
 }
 
@@ -95,6 +114,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSessionExpiry < 0 {
 		errs = append(errs, config.Errorf("max_session_expiry", "must not be negative"))
+	}
+	if c.MaximumQoS > 2 {
+		errs = append(errs, config.Errorf("maximum_qos", "%d is not 0, 1 or 2", c.MaximumQoS))
+	}
+	if c.MaxOutputBytes < 0 {
+		errs = append(errs, config.Errorf("max_output_bytes", "must not be negative"))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, config.Errorf("write_timeout", "must not be negative"))
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, config.Errorf("connect_timeout", "must not be negative"))
 	}
 	if c.SysInterval < 0 {
 		errs = append(errs, config.Errorf("sys_interval", "must not be negative"))

@@ -1,0 +1,489 @@
+package broker
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gatewayd/broker/packet"
+)
+
+// Read buffers. An idle connection blocks on a small buffer inside its conn;
+// a busy one borrows a larger buffer and a decoder from a pool and gives them
+// back as soon as every byte read has been handled, so thousands of idle
+// clients cost a few hundred bytes each rather than tens of KiB.
+const (
+	smallReadSize = 256
+	bigReadSize   = 32 << 10
+	// maxPooledOut is the largest output buffer kept for reuse; a buffer grown
+	// by a burst beyond it is left to the garbage collector.
+	maxPooledOut = 64 << 10
+)
+
+var (
+	bigReadBufs = sync.Pool{New: func() any { b := make([]byte, bigReadSize); return &b }}
+	outBufs     = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	decoders    = sync.Pool{New: func() any { return new(packet.Decoder) }}
+)
+
+// conn is one client connection: the reader goroutine's state and the output
+// buffer that anyone may append to.
+type conn struct {
+	s        *Server
+	nc       net.Conn
+	listener string
+
+	// Owned by the reader goroutine.
+	small       [smallReadSize]byte
+	bigP        *[]byte         // pooled read buffer while traffic flows
+	dec         *packet.Decoder // pooled while traffic flows
+	decVersion  packet.Version  // survives giving the decoder back
+	connected   bool
+	keepAlive   time.Duration
+	ci          *ConnectInfo
+	sess        *session
+	inAliases   []string // v5 inbound topic aliases, index = alias
+	problemInfo bool     // v5 Request Problem Information (default 1)
+	normal      bool     // ended by the client's DISCONNECT without will
+	sendWill    bool     // DISCONNECT 0x04: publish the will anyway
+
+	// will is the connection's will; whoever takes it (the reader when the
+	// connection ends, or a takeover) decides its fate.
+	will atomic.Pointer[pendingWill]
+	// inflightIn counts QoS 1/2 PUBLISH received and not yet acknowledged,
+	// for the v5 Receive Maximum the broker announced.
+	inflightIn atomic.Int32
+
+	// outMu guards everything below: the output side, shared by every
+	// goroutine that delivers to this client.
+	outMu      sync.Mutex
+	outP       *[]byte // encoded packets waiting for the writer; nil when none
+	writing    bool    // a writer goroutine is running
+	closed     bool    // accepts no more output
+	flushClose bool    // the writer closes nc once the output is written
+	version    packet.Version
+	maxOut     int    // client's Maximum Packet Size; 0 no limit
+	aliasMax   uint16 // client's Topic Alias Maximum
+	aliases    map[string]uint16
+	nextAlias  uint16
+}
+
+// serve runs the reader until the connection ends, then cleans up.
+func (c *conn) serve() {
+	defer c.s.wg.Done()
+	c.readLoop()
+	c.finish()
+}
+
+func (c *conn) readLoop() {
+	buf := c.small[:]
+	n := 0
+	connectBy := time.Now().Add(c.s.cfg.ConnectTimeout)
+	for {
+		switch {
+		case !c.connected:
+			c.nc.SetReadDeadline(connectBy)
+		case c.keepAlive > 0:
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		}
+		m, rerr := c.nc.Read(buf[n:])
+		filled := m > 0 && n+m == len(buf)
+		n += m
+		if m > 0 {
+			c.s.stats.bytesRecv.Add(uint64(m))
+		}
+		off, need := 0, 0
+		for off < n {
+			if c.dec == nil {
+				c.dec = decoders.Get().(*packet.Decoder)
+				c.dec.Version = c.decVersion
+				c.dec.MaxPacketSize = int(c.s.cfg.MaxPacketSize)
+			}
+			h, hl, err := packet.DecodeFixedHeader(buf[off:n])
+			if err != nil {
+				c.protocolError(err)
+				return
+			}
+			if hl == 0 {
+				need = n - off + 1
+				break
+			}
+			if err := c.dec.CheckSize(h, hl); err != nil {
+				c.protocolError(err)
+				return
+			}
+			total := hl + h.Remaining
+			if n-off < total {
+				need = total
+				break
+			}
+			p, err := c.dec.Decode(h, buf[off+hl:off+total])
+			off += total
+			if err != nil {
+				c.protocolError(err)
+				return
+			}
+			c.s.stats.msgsRecv.Add(1)
+			if !c.handle(p) {
+				return
+			}
+		}
+		if off > 0 {
+			n = copy(buf, buf[off:n])
+		}
+		if rerr != nil {
+			c.readError(rerr)
+			return
+		}
+		switch {
+		case need > len(buf) || (filled && len(buf) < bigReadSize):
+			// Traffic is flowing or a packet is larger than the buffer.
+			var nb []byte
+			var np *[]byte
+			if need <= bigReadSize {
+				np = bigReadBufs.Get().(*[]byte)
+				nb = *np
+			} else {
+				nb = make([]byte, need)
+			}
+			copy(nb, buf[:n])
+			c.releaseBig()
+			c.bigP, buf = np, nb
+		case n == 0 && len(buf) > smallReadSize:
+			c.releaseBig()
+			buf = c.small[:]
+		}
+		if n == 0 && c.dec != nil {
+			c.releaseDecoder()
+		}
+	}
+}
+
+func (c *conn) releaseBig() {
+	if c.bigP != nil {
+		bigReadBufs.Put(c.bigP)
+		c.bigP = nil
+	}
+}
+
+func (c *conn) releaseDecoder() {
+	if c.dec != nil {
+		c.decVersion = c.dec.Version
+		decoders.Put(c.dec)
+		c.dec = nil
+	}
+}
+
+// readError logs why reading ended. A keepalive timeout gets v5 DISCONNECT
+// 0x8D so the client knows why.
+func (c *conn) readError(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.connected {
+			c.s.log.Info("broker: keepalive timeout", "client", c.clientID(), "remote", c.remote())
+			c.disconnect(packet.KeepAliveTimeout, "keep alive timeout")
+		} else {
+			c.s.log.Info("broker: no CONNECT in time", "remote", c.remote())
+		}
+		return
+	}
+	c.s.log.Debug("broker: connection lost", "client", c.clientID(), "remote", c.remote(), "err", err)
+}
+
+func (c *conn) remote() string {
+	if a := c.nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+func (c *conn) clientID() string {
+	if c.ci != nil {
+		return c.ci.ClientID
+	}
+	return ""
+}
+
+// protocolError answers a packet that could not be decoded or broke a rule:
+// before CONNACK with a refusing CONNACK where the protocol has one, after it
+// with a v5 DISCONNECT carrying the reason; 3.1/3.1.1 connections are just
+// closed. Only this connection is affected.
+func (c *conn) protocolError(err error) {
+	reason := packet.ProtocolError
+	rule := err.Error()
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		reason, rule = pe.Reason, pe.Rule
+	}
+	c.s.stats.protocolErrors.Add(1)
+	c.s.log.Info("broker: protocol error", "client", c.clientID(), "remote", c.remote(), "reason", reason, "err", rule)
+	if !c.connected {
+		v := packet.Version(0)
+		if c.dec != nil {
+			v = c.dec.Version
+		}
+		switch {
+		case reason == packet.UnsupportedProtocolVersion && v != packet.V5:
+			c.refuse(packet.V311, packet.V3RefusedProtocolVersion, "")
+		case v == packet.V5:
+			c.refuse(v, reason, rule)
+		case reason == packet.ClientIdentifierNotValid:
+			c.refuse(v, packet.V3RefusedIdentifierRejected, "")
+		default:
+			c.closeNow()
+		}
+		return
+	}
+	c.disconnect(reason, rule)
+}
+
+// refuse sends a refusing CONNACK and closes the connection once it is out.
+func (c *conn) refuse(v packet.Version, reason packet.ReasonCode, why string) {
+	ack := packet.Connack{Reason: reason}
+	if v == packet.V5 && why != "" && c.problemInfo {
+		ack.Props.ReasonString = []byte(why)
+	}
+	c.outMu.Lock()
+	if !c.closed {
+		c.appendLocked(&ack, v)
+		c.closed, c.flushClose = true, true
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
+	if !c.writingOrClose() {
+		c.nc.Close()
+	}
+}
+
+// writingOrClose reports whether a writer will close the connection.
+func (c *conn) writingOrClose() bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.writing
+}
+
+// disconnect ends the connection from the broker's side: v5 clients get a
+// DISCONNECT with reason (and the explanation unless they asked for no
+// problem information) ahead of the close.
+func (c *conn) disconnect(reason packet.ReasonCode, why string) {
+	c.outMu.Lock()
+	if c.closed {
+		c.outMu.Unlock()
+		return
+	}
+	if c.version == packet.V5 {
+		d := packet.Disconnect{Reason: reason}
+		if why != "" && c.problemInfo {
+			d.Props.ReasonString = []byte(why)
+		}
+		c.appendLocked(&d, c.version)
+	}
+	c.closed, c.flushClose = true, true
+	c.kickLocked()
+	w := c.writing
+	c.outMu.Unlock()
+	if !w {
+		c.nc.Close()
+	}
+}
+
+// closeNow closes the connection without flushing its output.
+func (c *conn) closeNow() {
+	c.outMu.Lock()
+	c.closed = true
+	if c.outP != nil {
+		putOut(c.outP)
+		c.outP = nil
+	}
+	c.outMu.Unlock()
+	c.nc.Close()
+}
+
+// finish runs when the reader is done: it makes sure the socket closes (after
+// any final packet is flushed), gives pooled buffers back, and hands the
+// session and will to the server.
+func (c *conn) finish() {
+	c.outMu.Lock()
+	if !c.closed {
+		c.closed, c.flushClose = true, true
+	}
+	w := c.writing
+	c.outMu.Unlock()
+	if !w {
+		c.nc.Close()
+	}
+	c.releaseBig()
+	c.releaseDecoder()
+	c.s.connClosed(c)
+}
+
+// appendLocked encodes p into the output buffer. The caller holds outMu and
+// calls kickLocked afterwards.
+func (c *conn) appendLocked(p packet.Packet, v packet.Version) bool {
+	if c.outP == nil {
+		c.outP = outBufs.Get().(*[]byte)
+	}
+	out, err := packet.Append(*c.outP, p, v)
+	if err != nil {
+		c.s.log.Warn("broker: encoding failed", "client", c.clientID(), "packet", p.Type(), "err", err)
+		return false
+	}
+	*c.outP = out
+	c.s.stats.msgsSent.Add(1)
+	return true
+}
+
+// send queues one control packet; it is never dropped while the connection
+// is open (acknowledgements are small and bounded by the in-flight windows).
+func (c *conn) send(p packet.Packet) {
+	c.outMu.Lock()
+	if !c.closed {
+		c.appendLocked(p, c.version)
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
+}
+
+// sendAck queues PUBACK, PUBREC, PUBREL or PUBCOMP without allocating.
+func (c *conn) sendAck(kind packet.Type, id uint16, reason packet.ReasonCode, why string) {
+	a := packet.Ack{Kind: kind, PacketID: id, Reason: reason}
+	c.outMu.Lock()
+	if !c.closed {
+		if why != "" && c.problemInfo && c.version == packet.V5 {
+			a.Props.ReasonString = []byte(why)
+		}
+		if c.outP == nil {
+			c.outP = outBufs.Get().(*[]byte)
+		}
+		if out, err := a.Append(*c.outP, c.version); err == nil {
+			*c.outP = out
+			c.s.stats.msgsSent.Add(1)
+		}
+		c.kickLocked()
+	}
+	c.outMu.Unlock()
+}
+
+// sendResult says what became of an outgoing PUBLISH.
+type sendResult byte
+
+const (
+	sent     sendResult = iota
+	full                // QoS 0 dropped: output buffer full (slow consumer)
+	tooLarge            // larger than the client's Maximum Packet Size
+	offline             // connection closed
+)
+
+// sendPublish encodes p for this client. It assigns an outbound topic alias
+// when the client allows them. dropIfFull (QoS 0) drops the message instead
+// of growing the output beyond MaxOutputBytes. p.Topic is restored before it
+// returns; p.Props.TopicAlias is overwritten.
+func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.closed {
+		return offline
+	}
+	p.Props.Clear(packet.PropTopicAlias)
+	p.Props.TopicAlias = 0
+	size := p.Size(c.version)
+	if c.maxOut > 0 && size > c.maxOut {
+		return tooLarge
+	}
+	pending := 0
+	if c.outP != nil {
+		pending = len(*c.outP)
+	}
+	if dropIfFull && pending > 0 && pending+size > c.s.cfg.MaxOutputBytes {
+		return full
+	}
+	topic := p.Topic
+	if c.aliasMax > 0 {
+		if a, ok := c.aliases[string(topic)]; ok {
+			p.Props.TopicAlias = a
+			p.Props.Set(packet.PropTopicAlias)
+			p.Topic = nil
+		} else if c.nextAlias < c.aliasMax {
+			if c.aliases == nil {
+				c.aliases = make(map[string]uint16)
+			}
+			c.nextAlias++
+			c.aliases[string(topic)] = c.nextAlias
+			p.Props.TopicAlias = c.nextAlias
+			p.Props.Set(packet.PropTopicAlias)
+		}
+	}
+	if c.outP == nil {
+		c.outP = outBufs.Get().(*[]byte)
+	}
+	out, err := p.Append(*c.outP, c.version)
+	p.Topic = topic
+	if err != nil {
+		c.s.log.Warn("broker: encoding PUBLISH failed", "client", c.clientID(), "err", err)
+		return tooLarge
+	}
+	*c.outP = out
+	c.s.stats.msgsSent.Add(1)
+	c.s.stats.pubSent.Add(1)
+	c.kickLocked()
+	return sent
+}
+
+// kickLocked starts the writer when output is pending and none runs. The
+// writer exits when the output drains, so an idle client has no writer.
+func (c *conn) kickLocked() {
+	if c.writing || c.outP == nil || len(*c.outP) == 0 {
+		return
+	}
+	c.writing = true
+	c.s.wg.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop writes everything pending in one Write per round (batching what
+// accumulated while the previous write was in progress) until nothing is left.
+func (c *conn) writeLoop() {
+	defer c.s.wg.Done()
+	for {
+		c.outMu.Lock()
+		p := c.outP
+		if p == nil || len(*p) == 0 {
+			c.writing = false
+			fc := c.flushClose
+			c.outMu.Unlock()
+			if fc {
+				c.nc.Close()
+			}
+			return
+		}
+		c.outP = nil
+		c.outMu.Unlock()
+
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		n, err := c.nc.Write(*p)
+		c.s.stats.bytesSent.Add(uint64(n))
+		putOut(p)
+		if err != nil {
+			c.outMu.Lock()
+			c.closed, c.writing = true, false
+			if c.outP != nil {
+				putOut(c.outP)
+				c.outP = nil
+			}
+			c.outMu.Unlock()
+			c.nc.Close()
+			return
+		}
+	}
+}
+
+func putOut(p *[]byte) {
+	if cap(*p) > maxPooledOut {
+		return
+	}
+	*p = (*p)[:0]
+	outBufs.Put(p)
+}

@@ -1,0 +1,17 @@
+// Package broker is gatewayd's embedded MQTT broker (MQTT 3.1, 3.1.1 and 5.0):
+// the hub that sensor drivers, local applications and the upstream bridge
+// publish to and subscribe through on the gateway.
+//
+// A connection is one reader goroutine that decodes packets and routes each
+// PUBLISH straight into the subscribers' output buffers, and a writer goroutine
+// that exists only while output is pending. Sessions (subscriptions, queued and
+// in-flight QoS 1/2 messages, wills) live in memory; every change that must
+// survive a restart is described to a state.Store, and a PUBACK or PUBREC for a
+// message that had to be stored is sent only once the store reports it durable.
+//
+// The broker must never acknowledge a message before the store has it, never
+// let one slow or dead client block a publisher or any other client, never
+// grow a queue or buffer beyond its configured bound (what does not fit is
+// dropped and counted), and never let one client's malformed packet affect
+// anything but that client's own connection.
+package broker

@@ -1,0 +1,335 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"gatewayd/broker/packet"
+	"gatewayd/broker/state"
+	"gatewayd/broker/topics"
+)
+
+type hit = topics.Hit[*session, state.Subscription]
+
+// route is the scratch space for routing one PUBLISH, pooled so that routing
+// allocates nothing in the steady state.
+type route struct {
+	s      *Server
+	hits   []hit
+	shared []hit
+	pickFn func(group, filter string, members []hit)
+	pub    packet.Publish // the outgoing PUBLISH, adjusted per subscriber
+	subIDs []uint32
+}
+
+func newRoute(s *Server) *route {
+	r := &route{s: s}
+	r.pickFn = r.pick // bound once: a method value per call would allocate
+	return r
+}
+
+// pick chooses one member of a shared subscription group: the next connected
+// one in round-robin order, or (none connected) one whose persistent session
+// will get it later.
+func (r *route) pick(_, _ string, members []hit) {
+	n := len(members)
+	if n == 0 {
+		return
+	}
+	start := int(r.s.rr.Add(1) % uint64(n))
+	for i := range n {
+		if h := members[(start+i)%n]; h.Key.online.Load() {
+			r.shared = append(r.shared, h)
+			return
+		}
+	}
+	r.shared = append(r.shared, members[start])
+}
+
+// pubSource is a message being routed: the PUBLISH as received (aliasing the
+// read buffer) and, built only when something must keep it, a message.
+type pubSource struct {
+	p      *packet.Publish // Props carries no topic alias
+	topic  string          // may alias the read buffer
+	origin string
+	expiry time.Time
+	now    time.Time
+	msg    *message
+}
+
+func (src *pubSource) message(s *Server) *message {
+	if src.msg == nil {
+		src.msg = newMessage(s.nextMsg.Add(1)-1, src.p, strings.Clone(src.topic), src.origin, src.expiry, src.now)
+	}
+	return src.msg
+}
+
+// route delivers src to every matching subscription, once per session, and
+// handles its retained slot. Store operations go to t.
+func (s *Server) route(src *pubSource, t *tx) {
+	p := src.p
+	if p.Retain && s.cfg.RetainAvailable {
+		if len(p.Payload) == 0 {
+			if s.retained.Delete(src.topic) && (src.msg == nil || !src.msg.internal) {
+				t.add(state.Op{Kind: state.OpClearRetained, Topic: src.topic})
+			}
+		} else {
+			m := src.message(s)
+			s.retained.Set(m.Topic, m)
+			if !m.internal {
+				t.putMessage(m)
+				t.add(state.Op{Kind: state.OpSetRetained, Topic: m.Topic, MessageID: m.ID})
+			}
+		}
+	}
+
+	r := s.routes.Get().(*route)
+	r.hits = s.subs.Match(src.topic, r.hits[:0], r.pickFn)
+	hits := r.hits
+	if len(hits) > 1 {
+		slices.SortFunc(hits, func(a, b hit) int { return cmpU64(a.Key.seq, b.Key.seq) })
+	}
+	for i := 0; i < len(hits); {
+		se := hits[i].Key
+		qos, rap, any := byte(0), false, false
+		r.subIDs = r.subIDs[:0]
+		for ; i < len(hits) && hits[i].Key == se; i++ {
+			o := &hits[i].Value
+			if o.NoLocal && se.id == src.origin {
+				continue
+			}
+			any = true
+			qos = max(qos, min(o.QoS, p.QoS))
+			rap = rap || o.RetainAsPublished
+			if o.ID != 0 {
+				r.subIDs = append(r.subIDs, o.ID)
+			}
+		}
+		if any {
+			s.deliver(r, se, src, qos, rap && p.Retain, r.subIDs, "", t)
+		}
+	}
+	for _, h := range r.shared {
+		r.subIDs = r.subIDs[:0]
+		if h.Value.ID != 0 {
+			r.subIDs = append(r.subIDs, h.Value.ID)
+		}
+		s.deliver(r, h.Key, src, min(h.Value.QoS, p.QoS), h.Value.RetainAsPublished && p.Retain, r.subIDs, h.Filter, t)
+	}
+	clear(r.hits) // drop session pointers so the pool does not pin them
+	clear(r.shared)
+	r.hits, r.shared = r.hits[:0], r.shared[:0]
+	s.routes.Put(r)
+}
+
+// deliver gives one session one message. QoS 0 goes straight into the
+// client's output buffer (or is dropped when it is offline or too slow);
+// QoS 1/2 goes through the session queue.
+func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	if se.dead {
+		return
+	}
+	if s.opts.ACL != nil && se.ci != nil && !s.opts.ACL.CanRead(se.ci, src.topic) {
+		return
+	}
+	c := se.conn
+	if qos == 0 {
+		if c == nil {
+			return
+		}
+		p := &r.pub
+		*p = *src.p
+		p.Dup, p.QoS, p.Retain, p.PacketID = false, 0, retain, 0
+		p.Props.SubscriptionIDs = subIDs
+		if !setExpiry(&p.Props, src.expiry, src.now) {
+			s.stats.expired.Add(1)
+			s.stats.dropped.Add(1)
+			return
+		}
+		switch c.sendPublish(p, true) {
+		case full:
+			s.stats.dropped.Add(1)
+			s.stats.slowDrops.Add(1)
+		case tooLarge:
+			s.stats.dropped.Add(1)
+			s.stats.tooLarge.Add(1)
+		}
+		p.Props.SubscriptionIDs = nil
+		return
+	}
+	if c == nil && se.expiry == 0 {
+		return
+	}
+	ob := &outbound{msg: src.message(s), qos: qos, retain: retain, shared: shared}
+	if len(subIDs) > 0 {
+		ob.subIDs = slices.Clone(subIDs)
+	}
+	s.enqueueLocked(se, ob, t)
+}
+
+// publishMessage routes a message the broker built itself (a will, a $SYS
+// value, a restored will).
+func (s *Server) publishMessage(m *message) {
+	var p packet.Publish
+	m.publish(&p)
+	src := pubSource{p: &p, topic: m.Topic, origin: m.Origin, expiry: m.Expiry, now: time.Now(), msg: m}
+	if src.expiry.IsZero() || src.now.Before(src.expiry) {
+		t := s.begin()
+		s.route(&src, &t)
+		t.commit(nil)
+	}
+}
+
+// handlePublish handles a PUBLISH from the client.
+func (c *conn) handlePublish(p *packet.Publish) bool {
+	s := c.s
+	v5 := c.version == packet.V5
+	if p.Props.Has(packet.PropTopicAlias) {
+		a := p.Props.TopicAlias
+		if a == 0 || a > s.cfg.TopicAliasMaximum {
+			c.disconnect(packet.TopicAliasInvalid, "topic alias "+itoa(int(a))+" is outside 1.."+itoa(int(s.cfg.TopicAliasMaximum)))
+			return false
+		}
+		if len(p.Topic) > 0 {
+			if c.inAliases == nil {
+				c.inAliases = make([]string, int(s.cfg.TopicAliasMaximum)+1)
+			}
+			if c.inAliases[a] != stringOf(p.Topic) {
+				c.inAliases[a] = string(p.Topic)
+			}
+		} else {
+			if int(a) >= len(c.inAliases) || c.inAliases[a] == "" {
+				c.disconnect(packet.ProtocolError, "topic alias "+itoa(int(a))+" is not set")
+				return false
+			}
+			p.Topic = bytesOf(c.inAliases[a])
+		}
+		p.Props.Clear(packet.PropTopicAlias)
+		p.Props.TopicAlias = 0
+	}
+	if len(p.Topic) == 0 {
+		c.disconnect(packet.ProtocolError, "PUBLISH without topic name or alias")
+		return false
+	}
+	if p.QoS > s.cfg.MaximumQoS {
+		c.disconnect(packet.QoSNotSupported, "QoS "+itoa(int(p.QoS))+" is above the maximum "+itoa(int(s.cfg.MaximumQoS)))
+		return false
+	}
+	if p.Retain && !s.cfg.RetainAvailable {
+		c.disconnect(packet.RetainNotSupported, "retained messages are disabled")
+		return false
+	}
+	if p.QoS > 0 && v5 && c.inflightIn.Load() >= int32(s.cfg.ReceiveMaximum) {
+		c.disconnect(packet.ReceiveMaximumExceeded, "more than "+itoa(int(s.cfg.ReceiveMaximum))+" QoS 1/2 messages in flight")
+		return false
+	}
+	s.stats.pubRecv.Add(1)
+	topic := stringOf(p.Topic)
+	// Topics starting with '$' belong to the broker ($SYS): clients must not
+	// forge them.
+	if topic[0] == '$' || s.opts.ACL != nil && !s.opts.ACL.CanPublish(c.ci, topic) {
+		s.log.Info("broker: publish refused", "client", c.ci.ClientID, "remote", c.remote(), "topic", topic)
+		switch p.QoS {
+		case 1:
+			c.sendAck(packet.PUBACK, p.PacketID, packet.NotAuthorized, "not authorised to publish to "+topic)
+		case 2:
+			c.sendAck(packet.PUBREC, p.PacketID, packet.NotAuthorized, "not authorised to publish to "+topic)
+		}
+		return true
+	}
+	se := c.sess
+	t := s.begin()
+	if p.QoS == 2 {
+		se.mu.Lock()
+		_, dup := se.inbound[p.PacketID]
+		if !dup {
+			if se.inbound == nil {
+				se.inbound = make(map[uint16]struct{})
+			}
+			se.inbound[p.PacketID] = struct{}{}
+			if se.stored(s) {
+				t.add(state.Op{Kind: state.OpPutInbound, ClientID: se.id, PacketID: p.PacketID})
+			}
+		}
+		se.mu.Unlock()
+		if dup {
+			// Already routed: exactly once means not again.
+			t.commit(nil)
+			c.sendAck(packet.PUBREC, p.PacketID, packet.Success, "")
+			return true
+		}
+	}
+	src := pubSource{p: p, topic: topic, origin: c.ci.ClientID, now: time.Now()}
+	if p.Props.Has(packet.PropMessageExpiry) {
+		src.expiry = src.now.Add(time.Duration(p.Props.MessageExpiry) * time.Second)
+	}
+	s.route(&src, &t)
+	if p.QoS == 0 {
+		t.commit(nil)
+		return true
+	}
+	c.inflightIn.Add(1)
+	t.commit(c.ackWhenStored(p.QoS, p.PacketID))
+	return true
+}
+
+// ackWhenStored returns the store callback that acknowledges an inbound
+// QoS 1/2 PUBLISH: the acknowledgement is the broker's promise to deliver,
+// so it goes out only once the store has everything the message needs.
+func (c *conn) ackWhenStored(qos byte, id uint16) func(error) {
+	return func(err error) {
+		kind := packet.PUBACK
+		if qos == 2 {
+			kind = packet.PUBREC
+		}
+		if qos == 1 || err != nil {
+			c.inflightIn.Add(-1)
+		}
+		if err == nil {
+			c.sendAck(kind, id, packet.Success, "")
+			return
+		}
+		c.s.stats.storeFailures.Add(1)
+		c.s.log.Warn("broker: message not stored, refusing it", "client", c.clientID(), "packet_id", id, "err", err)
+		if qos == 2 {
+			se := c.sess
+			se.mu.Lock()
+			delete(se.inbound, id)
+			se.mu.Unlock()
+		}
+		if c.version == packet.V5 {
+			c.sendAck(kind, id, packet.QuotaExceeded, "message could not be stored")
+			return
+		}
+		// 3.1.1 has no negative acknowledgement: closing makes the client
+		// send the message again later.
+		c.closeNow()
+	}
+}
+
+// released handles PUBREL: the inbound QoS 2 flow ends with PUBCOMP.
+func (c *conn) released(a *packet.Ack) {
+	s, se := c.s, c.sess
+	t := s.begin()
+	se.mu.Lock()
+	_, ok := se.inbound[a.PacketID]
+	if ok {
+		delete(se.inbound, a.PacketID)
+		if se.stored(s) {
+			t.add(state.Op{Kind: state.OpDeleteInbound, ClientID: se.id, PacketID: a.PacketID})
+		}
+	}
+	se.mu.Unlock()
+	t.commit(nil)
+	if ok && c.inflightIn.Load() > 0 {
+		c.inflightIn.Add(-1)
+	}
+	reason := packet.Success
+	if !ok && c.version == packet.V5 {
+		reason = packet.PacketIdentifierNotFound
+	}
+	c.sendAck(packet.PUBCOMP, a.PacketID, reason, "")
+}

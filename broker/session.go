@@ -1,0 +1,361 @@
+package broker
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gatewayd/broker/packet"
+	"gatewayd/broker/state"
+)
+
+// neverExpires is the v5 Session Expiry Interval meaning "never".
+const neverExpires = 0xFFFFFFFF
+
+// session is the broker's side of an MQTT session: it outlives the connection
+// when its expiry interval is not zero.
+type session struct {
+	id  string
+	seq uint64 // creation order; routing sorts hits by it to merge overlaps
+
+	// online mirrors conn != nil for shared-subscription picks, which run
+	// under the index lock and must not take mu.
+	online atomic.Bool
+
+	mu      sync.Mutex
+	conn    *conn
+	ci      *ConnectInfo // of the current or last connection, for CanRead
+	version packet.Version
+	expiry  uint32 // seconds; 0: ends with the connection
+	dead    bool   // removed from the server; deliveries are dropped
+	gen     uint64 // bumped on attach and detach so stale timers do nothing
+
+	subs map[string]state.Subscription // by filter as subscribed
+
+	// Outbound QoS 1/2: pending is the FIFO of messages not yet sent (from
+	// pendHead on); inflight holds sent ones by packet id.
+	pending     []*outbound
+	pendHead    int
+	inflight    map[uint16]*outbound
+	window      int // in-flight limit for the current connection
+	nextPID     uint16
+	nextSeq     uint64
+	queuedBytes int
+
+	inbound map[uint16]struct{} // QoS 2 ids received, awaiting PUBREL
+
+	will           *pendingWill // delayed will waiting for its time
+	willTimer      *time.Timer
+	expiryTimer    *time.Timer
+	disconnectedAt time.Time
+}
+
+// outbound is one QoS 1/2 delivery in a session's queue.
+type outbound struct {
+	seq    uint64
+	msg    *message
+	qos    byte
+	retain bool
+	subIDs []uint32
+	phase  state.Phase
+	pid    uint16
+	shared string // the "$share/..." filter it came through, "" if none
+}
+
+// pendingWill is a will message with its delay.
+type pendingWill struct {
+	msg   *message
+	delay uint32 // seconds (v5 Will Delay Interval)
+	due   time.Time
+}
+
+func (s *Server) newSessionLocked(id string) *session {
+	s.sessSeq++
+	se := &session{
+		id:   id,
+		seq:  s.sessSeq,
+		subs: make(map[string]state.Subscription),
+	}
+	s.sessions[id] = se
+	return se
+}
+
+// stored reports whether the store keeps this session.
+func (se *session) stored(s *Server) bool { return s.durable && se.expiry != 0 }
+
+func (se *session) queueLen() int { return len(se.pending) - se.pendHead + len(se.inflight) }
+
+func (se *session) record() *state.Session {
+	rec := &state.Session{
+		ClientID:       se.id,
+		Version:        byte(se.version),
+		ExpiryInterval: se.expiry,
+		DisconnectedAt: se.disconnectedAt,
+		Subscriptions:  make([]state.Subscription, 0, len(se.subs)),
+	}
+	for _, sub := range se.subs {
+		rec.Subscriptions = append(rec.Subscriptions, sub)
+	}
+	return rec
+}
+
+// allocPID returns a packet id that is not in flight. The window is at most
+// 65535, so a free id always exists.
+func (se *session) allocPID() uint16 {
+	for {
+		se.nextPID++
+		if se.nextPID == 0 {
+			se.nextPID = 1
+		}
+		if _, used := se.inflight[se.nextPID]; !used {
+			return se.nextPID
+		}
+	}
+}
+
+// enqueueLocked appends a QoS 1/2 delivery and sends what the window allows.
+// It reports false when the queue is full and the message was dropped.
+func (s *Server) enqueueLocked(se *session, ob *outbound, t *tx) bool {
+	if s.cfg.MaxQueuedMessages > 0 && se.queueLen() >= s.cfg.MaxQueuedMessages ||
+		s.cfg.MaxQueuedBytes > 0 && se.queuedBytes+ob.msg.size > s.cfg.MaxQueuedBytes {
+		s.stats.dropped.Add(1)
+		s.stats.queueDrops.Add(1)
+		return false
+	}
+	se.nextSeq++
+	ob.seq = se.nextSeq
+	ob.phase = state.Queued
+	se.pending = append(se.pending, ob)
+	se.queuedBytes += ob.msg.size
+	s.stats.queued.Add(1)
+	if se.stored(s) {
+		t.putMessage(ob.msg)
+		t.add(state.Op{Kind: state.OpEnqueue, ClientID: se.id, Outbound: ob.record()})
+	}
+	s.pumpLocked(se, t)
+	return true
+}
+
+func (ob *outbound) record() *state.Outbound {
+	return &state.Outbound{
+		Seq:        ob.seq,
+		MessageID:  ob.msg.ID,
+		QoS:        ob.qos,
+		SubIDs:     ob.subIDs,
+		RetainFlag: ob.retain,
+		Phase:      ob.phase,
+		PacketID:   ob.pid,
+	}
+}
+
+// removeLocked forgets a delivery that is complete or dropped.
+func (s *Server) removeLocked(se *session, ob *outbound, t *tx) {
+	se.queuedBytes -= ob.msg.size
+	s.stats.queued.Add(-1)
+	if se.stored(s) {
+		t.add(state.Op{Kind: state.OpDequeue, ClientID: se.id, Seq: ob.seq})
+	}
+}
+
+// pumpLocked sends queued messages while the in-flight window has room.
+// Messages are encoded only here, so a slow client's backlog waits in the
+// queue (bounded) rather than in its output buffer.
+func (s *Server) pumpLocked(se *session, t *tx) {
+	c := se.conn
+	if c == nil {
+		return
+	}
+	now := time.Now()
+	var p packet.Publish
+	for se.pendHead < len(se.pending) && len(se.inflight) < se.window {
+		ob := se.pending[se.pendHead]
+		se.pending[se.pendHead] = nil
+		se.pendHead++
+		if !ob.fill(&p, now, false) {
+			s.stats.expired.Add(1)
+			s.stats.dropped.Add(1)
+			s.removeLocked(se, ob, t)
+			continue
+		}
+		ob.pid = se.allocPID()
+		p.PacketID = ob.pid
+		if c.sendPublish(&p, false) == tooLarge {
+			s.stats.tooLarge.Add(1)
+			s.stats.dropped.Add(1)
+			s.removeLocked(se, ob, t)
+			continue
+		}
+		// A send to a connection that just closed still counts as sent: the
+		// message is redelivered with DUP set when the session resumes.
+		ob.phase = state.Sent
+		if se.inflight == nil {
+			se.inflight = make(map[uint16]*outbound)
+		}
+		se.inflight[ob.pid] = ob
+		if ob.qos == 2 && se.stored(s) {
+			// QoS 1 may be sent again under a new id after a restart; QoS 2
+			// must keep its id, or the client could deliver it twice.
+			t.add(state.Op{Kind: state.OpUpdateOutbound, ClientID: se.id, Outbound: ob.record()})
+		}
+	}
+	if se.pendHead == len(se.pending) {
+		se.pending = se.pending[:0]
+		se.pendHead = 0
+		if cap(se.pending) > 64 {
+			se.pending = nil
+		}
+	} else if se.pendHead > 64 && se.pendHead*2 > len(se.pending) {
+		n := copy(se.pending, se.pending[se.pendHead:])
+		clear(se.pending[n:])
+		se.pending = se.pending[:n]
+		se.pendHead = 0
+	}
+}
+
+// fill prepares p to deliver ob. It reports false when the message expired.
+func (ob *outbound) fill(p *packet.Publish, now time.Time, dup bool) bool {
+	m := ob.msg
+	*p = packet.Publish{
+		Dup:      dup,
+		QoS:      ob.qos,
+		Retain:   ob.retain,
+		Topic:    m.topic,
+		PacketID: ob.pid,
+		Props:    m.props,
+		Payload:  m.Payload,
+	}
+	p.Props.SubscriptionIDs = ob.subIDs
+	return setExpiry(&p.Props, m.Expiry, now)
+}
+
+// setExpiry sets the Message Expiry Interval to the time left, rounded up;
+// it reports false when none is left.
+func setExpiry(pr *packet.Properties, expiry, now time.Time) bool {
+	if expiry.IsZero() {
+		pr.Clear(packet.PropMessageExpiry)
+		return true
+	}
+	left := expiry.Sub(now)
+	if left <= 0 {
+		return false
+	}
+	pr.MessageExpiry = uint32((left + time.Second - 1) / time.Second)
+	pr.Set(packet.PropMessageExpiry)
+	return true
+}
+
+// resumeLocked redelivers what was in flight when the session's previous
+// connection ended (PUBLISH with DUP for phase Sent, PUBREL for Released), in
+// the original order, then sends queued messages.
+func (s *Server) resumeLocked(se *session, t *tx) {
+	c := se.conn
+	if len(se.inflight) > 0 {
+		obs := make([]*outbound, 0, len(se.inflight))
+		for _, ob := range se.inflight {
+			obs = append(obs, ob)
+		}
+		slices.SortFunc(obs, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
+		now := time.Now()
+		var p packet.Publish
+		for _, ob := range obs {
+			if ob.phase == state.Released {
+				c.sendAck(packet.PUBREL, ob.pid, packet.Success, "")
+				continue
+			}
+			if !ob.fill(&p, now, true) {
+				delete(se.inflight, ob.pid)
+				s.stats.expired.Add(1)
+				s.stats.dropped.Add(1)
+				s.removeLocked(se, ob, t)
+				continue
+			}
+			if c.sendPublish(&p, false) == tooLarge {
+				delete(se.inflight, ob.pid)
+				s.stats.tooLarge.Add(1)
+				s.stats.dropped.Add(1)
+				s.removeLocked(se, ob, t)
+			}
+		}
+	}
+	s.pumpLocked(se, t)
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// acked handles PUBACK, PUBREC and PUBCOMP for the broker's outbound messages.
+func (c *conn) acked(a *packet.Ack) {
+	s, se := c.s, c.sess
+	t := s.begin()
+	se.mu.Lock()
+	ob := se.inflight[a.PacketID]
+	switch a.Kind {
+	case packet.PUBACK:
+		if ob != nil && ob.qos == 1 {
+			delete(se.inflight, a.PacketID)
+			s.removeLocked(se, ob, &t)
+		}
+	case packet.PUBREC:
+		switch {
+		case ob == nil || ob.qos != 2:
+			if c.version == packet.V5 {
+				c.sendAck(packet.PUBREL, a.PacketID, packet.PacketIdentifierNotFound, "")
+			} else {
+				c.sendAck(packet.PUBREL, a.PacketID, packet.Success, "")
+			}
+		case a.Reason.IsError():
+			// The client refused the message: the flow ends here.
+			delete(se.inflight, a.PacketID)
+			s.removeLocked(se, ob, &t)
+		default:
+			ob.phase = state.Released
+			c.sendAck(packet.PUBREL, a.PacketID, packet.Success, "")
+			if se.stored(s) {
+				t.add(state.Op{Kind: state.OpUpdateOutbound, ClientID: se.id, Outbound: ob.record()})
+			}
+		}
+	case packet.PUBCOMP:
+		if ob != nil && ob.qos == 2 && ob.phase == state.Released {
+			delete(se.inflight, a.PacketID)
+			s.removeLocked(se, ob, &t)
+		}
+	}
+	s.pumpLocked(se, &t)
+	se.mu.Unlock()
+	t.commit(nil)
+}
+
+// takeSharedLocked removes the deliveries that came through shared
+// subscriptions and have not reached the client (queued, or sent but not
+// acknowledged), so that another member of the group can have them.
+func (s *Server) takeSharedLocked(se *session, t *tx) []*outbound {
+	var out []*outbound
+	keep := se.pending[:se.pendHead]
+	for _, ob := range se.pending[se.pendHead:] {
+		if ob.shared != "" {
+			out = append(out, ob)
+			s.removeLocked(se, ob, t)
+		} else {
+			keep = append(keep, ob)
+		}
+	}
+	clear(se.pending[len(keep):])
+	se.pending = keep
+	for pid, ob := range se.inflight {
+		if ob.shared != "" && ob.phase == state.Sent {
+			delete(se.inflight, pid)
+			out = append(out, ob)
+			s.removeLocked(se, ob, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
+	return out
+}

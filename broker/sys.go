@@ -1,0 +1,171 @@
+package broker
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// counters are the broker's statistics, updated with atomics on the hot path.
+type counters struct {
+	connected       atomic.Int64
+	disconnected    atomic.Int64 // persistent sessions without a connection
+	maxConnected    atomic.Int64
+	refused         atomic.Uint64
+	msgsRecv        atomic.Uint64
+	msgsSent        atomic.Uint64
+	bytesRecv       atomic.Uint64
+	bytesSent       atomic.Uint64
+	pubRecv         atomic.Uint64
+	pubSent         atomic.Uint64
+	dropped         atomic.Uint64
+	slowDrops       atomic.Uint64
+	queueDrops      atomic.Uint64
+	tooLarge        atomic.Uint64
+	expired         atomic.Uint64
+	queued          atomic.Int64
+	protocolErrors  atomic.Uint64
+	storeFailures   atomic.Uint64
+	willsSent       atomic.Uint64
+	expiredSessions atomic.Uint64
+}
+
+func (c *counters) noteMaxConnected(n int64) {
+	for {
+		m := c.maxConnected.Load()
+		if n <= m || c.maxConnected.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// Stats are the broker's counters, as published under $SYS/broker (the
+// names follow Mosquitto's).
+type Stats struct {
+	Uptime              time.Duration
+	ClientsConnected    int64  // clients/connected
+	ClientsDisconnected int64  // clients/disconnected: persistent sessions offline
+	ClientsTotal        int64  // clients/total: connected plus disconnected
+	ClientsMaximum      int64  // clients/maximum: most connected at once
+	MessagesReceived    uint64 // messages/received: packets of any type
+	MessagesSent        uint64 // messages/sent
+	BytesReceived       uint64 // bytes/received
+	BytesSent           uint64 // bytes/sent
+	PublishReceived     uint64 // publish/messages/received
+	PublishSent         uint64 // publish/messages/sent
+	PublishDropped      uint64 // publish/messages/dropped: every drop below
+	Subscriptions       int    // subscriptions/count
+	Retained            int    // retained messages/count
+	Queued              int64  // store/messages/count: QoS 1/2 queued or in flight
+
+	// Why messages were dropped (each also counts in PublishDropped).
+	DroppedSlowConsumer uint64 // QoS 0 not fitting a client's output buffer
+	DroppedQueueFull    uint64 // QoS 1/2 beyond a session's queue bounds
+	DroppedTooLarge     uint64 // larger than the client's Maximum Packet Size
+	DroppedExpired      uint64 // Message Expiry Interval passed
+
+	ConnectionsRefused uint64
+	ProtocolErrors     uint64
+	StoreFailures      uint64 // commits that failed; their messages were refused
+	WillsPublished     uint64
+	SessionsExpired    uint64
+}
+
+// Stats returns the current counters. It is cheap: atomic loads and two
+// index sizes.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		ClientsConnected:    c.connected.Load(),
+		ClientsDisconnected: c.disconnected.Load(),
+		ClientsMaximum:      c.maxConnected.Load(),
+		MessagesReceived:    c.msgsRecv.Load(),
+		MessagesSent:        c.msgsSent.Load(),
+		BytesReceived:       c.bytesRecv.Load(),
+		BytesSent:           c.bytesSent.Load(),
+		PublishReceived:     c.pubRecv.Load(),
+		PublishSent:         c.pubSent.Load(),
+		PublishDropped:      c.dropped.Load(),
+		Subscriptions:       s.subs.Len(),
+		Retained:            s.retained.Len(),
+		Queued:              c.queued.Load(),
+		DroppedSlowConsumer: c.slowDrops.Load(),
+		DroppedQueueFull:    c.queueDrops.Load(),
+		DroppedTooLarge:     c.tooLarge.Load(),
+		DroppedExpired:      c.expired.Load(),
+		ConnectionsRefused:  c.refused.Load(),
+		ProtocolErrors:      c.protocolErrors.Load(),
+		StoreFailures:       c.storeFailures.Load(),
+		WillsPublished:      c.willsSent.Load(),
+		SessionsExpired:     c.expiredSessions.Load(),
+	}
+	st.ClientsTotal = st.ClientsConnected + st.ClientsDisconnected
+	if !s.startAt.IsZero() {
+		st.Uptime = time.Since(s.startAt)
+	}
+	return st
+}
+
+// startSys publishes the $SYS topics once (so a subscriber sees them at
+// once) and then every SysInterval.
+func (s *Server) startSys() {
+	if s.cfg.SysInterval <= 0 {
+		return
+	}
+	version := s.opts.Version
+	if version == "" {
+		version = "gatewayd"
+	}
+	s.publishSys("$SYS/broker/version", version)
+	s.publishStats()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		tk := time.NewTicker(s.cfg.SysInterval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-tk.C:
+				s.publishStats()
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+}
+
+// stopSys is a no-op: the $SYS goroutine ends when s.stop closes. It exists
+// so that stopTimers reads as the complete list of what keeps time.
+func (s *Server) stopSys() {}
+
+func (s *Server) publishStats() {
+	st := s.Stats()
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	i := func(v int64) string { return strconv.FormatInt(v, 10) }
+	s.publishSys("$SYS/broker/uptime", i(int64(st.Uptime/time.Second))+" seconds")
+	s.publishSys("$SYS/broker/clients/connected", i(st.ClientsConnected))
+	s.publishSys("$SYS/broker/clients/total", i(st.ClientsTotal))
+	s.publishSys("$SYS/broker/clients/disconnected", i(st.ClientsDisconnected))
+	s.publishSys("$SYS/broker/clients/maximum", i(st.ClientsMaximum))
+	s.publishSys("$SYS/broker/messages/received", u(st.MessagesReceived))
+	s.publishSys("$SYS/broker/messages/sent", u(st.MessagesSent))
+	s.publishSys("$SYS/broker/bytes/received", u(st.BytesReceived))
+	s.publishSys("$SYS/broker/bytes/sent", u(st.BytesSent))
+	s.publishSys("$SYS/broker/publish/messages/received", u(st.PublishReceived))
+	s.publishSys("$SYS/broker/publish/messages/sent", u(st.PublishSent))
+	s.publishSys("$SYS/broker/publish/messages/dropped", u(st.PublishDropped))
+	s.publishSys("$SYS/broker/subscriptions/count", i(int64(st.Subscriptions)))
+	s.publishSys("$SYS/broker/retained messages/count", i(int64(st.Retained)))
+	s.publishSys("$SYS/broker/store/messages/count", i(st.Queued))
+}
+
+// publishSys publishes a retained $SYS value. These are never stored: they
+// are rebuilt at start and every interval.
+func (s *Server) publishSys(topic, value string) {
+	now := time.Now()
+	m := &message{internal: true}
+	m.ID = s.nextMsg.Add(1) - 1
+	m.Topic, m.Payload, m.Retain, m.Created = topic, []byte(value), true, now
+	m.build()
+	s.publishMessage(m)
+}
