@@ -239,8 +239,9 @@ func (s *Server) newConn(nc net.Conn, listener string) *conn {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closing {
+		// Shutting down twice (a signal during a shutdown) is harmless.
 		s.mu.Unlock()
-		return errors.New("broker: Shutdown called twice")
+		return nil
 	}
 	s.closing = true
 	close(s.stop)
