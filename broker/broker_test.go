@@ -299,3 +299,39 @@ func (r *received) waitN(t testing.TB, n int) []recvMsg {
 		}
 	}
 }
+
+// rawConnect builds a CONNECT with the fields tests use most.
+type rawConnect struct {
+	id          string
+	clean       bool
+	keepAlive   uint16
+	will        string
+	willPayload string
+	willQoS     byte
+	willRetain  bool
+	willDelay   uint32
+	expiry      uint32
+	user        string
+}
+
+func (rc rawConnect) packet() *packet.Connect {
+	c := &packet.Connect{ClientID: []byte(rc.id), CleanStart: rc.clean, KeepAlive: rc.keepAlive}
+	if rc.keepAlive == 0 {
+		c.KeepAlive = 60
+	}
+	if rc.will != "" {
+		c.WillFlag, c.WillTopic, c.WillPayload, c.WillQoS, c.WillRetain = true, []byte(rc.will), []byte(rc.willPayload), rc.willQoS, rc.willRetain
+		if rc.willDelay > 0 {
+			c.WillProps.WillDelay = rc.willDelay
+			c.WillProps.Set(packet.PropWillDelay)
+		}
+	}
+	if rc.expiry > 0 {
+		c.Props.SessionExpiry = rc.expiry
+		c.Props.Set(packet.PropSessionExpiry)
+	}
+	if rc.user != "" {
+		c.UsernameFlag, c.Username = true, []byte(rc.user)
+	}
+	return c
+}
