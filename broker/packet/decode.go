@@ -51,10 +51,10 @@ func (d *Decoder) Decode(h FixedHeader, body []byte) (Packet, error) {
 		return nil, err
 	}
 	if h.Remaining != len(body) {
-		return nil, malformed("[MQTT-2.1.4] remaining length " + itoa(h.Remaining) + " but body is " + itoa(len(body)) + " bytes")
+		return nil, malformed("(MQTT 5.0 2.1.4) remaining length " + itoa(h.Remaining) + " but body is " + itoa(len(body)) + " bytes")
 	}
 	if h.Remaining > MaxRemainingLength {
-		return nil, malformed("[MQTT-2.1.4] remaining length " + itoa(h.Remaining) + " exceeds 268435455")
+		return nil, malformed("(MQTT 5.0 2.1.4) remaining length " + itoa(h.Remaining) + " exceeds 268435455")
 	}
 	if err := d.CheckSize(h, HeaderLen(h.Remaining)); err != nil {
 		return nil, err
@@ -87,12 +87,12 @@ func (d *Decoder) Decode(h FixedHeader, body []byte) (Packet, error) {
 		return d.decodeUnsuback(&r)
 	case PINGREQ:
 		if len(body) != 0 {
-			return nil, malformed("[MQTT-3.12.1] PINGREQ remaining length " + itoa(len(body)) + ", must be 0")
+			return nil, malformed("(3.12) PINGREQ remaining length " + itoa(len(body)) + ", must be 0")
 		}
 		return &d.pingreq, nil
 	case PINGRESP:
 		if len(body) != 0 {
-			return nil, malformed("[MQTT-3.13.1] PINGRESP remaining length " + itoa(len(body)) + ", must be 0")
+			return nil, malformed("(3.13) PINGRESP remaining length " + itoa(len(body)) + ", must be 0")
 		}
 		return &d.pingresp, nil
 	case DISCONNECT:
@@ -100,12 +100,12 @@ func (d *Decoder) Decode(h FixedHeader, body []byte) (Packet, error) {
 	case AUTH:
 		return d.decodeAuth(&r)
 	}
-	return nil, malformed("[MQTT-2.2.1] packet type " + itoa(int(h.Type)) + " is reserved")
+	return nil, malformed("(MQTT 5.0 2.1.2) packet type " + itoa(int(h.Type)) + " is reserved")
 }
 
 func trailing(r *reader, t Type) error {
 	if r.left() != 0 {
-		return malformed("[MQTT-2.1.4] " + itoa(r.left()) + " bytes after the end of " + t.String() + " (remaining length too long)")
+		return malformed("(MQTT 5.0 2.1.4) " + itoa(r.left()) + " bytes after the end of " + t.String() + " (remaining length too long)")
 	}
 	return nil
 }
@@ -163,13 +163,13 @@ func (d *Decoder) decodeConnect(r *reader) (Packet, error) {
 	p.PasswordFlag = flags&0x40 != 0
 	p.UsernameFlag = flags&0x80 != 0
 	if p.WillQoS == 3 {
-		return nil, malformed("[MQTT-3.1.2-14] will QoS is 3")
+		return nil, malformed("[MQTT-3.1.2-14] (5.0 [MQTT-3.1.2-12]) will QoS is 3")
 	}
 	if !p.WillFlag && p.WillQoS != 0 {
-		return nil, malformed("[MQTT-3.1.2-13] will QoS " + itoa(int(p.WillQoS)) + " without the will flag")
+		return nil, malformed("[MQTT-3.1.2-13] (5.0 [MQTT-3.1.2-11]) will QoS " + itoa(int(p.WillQoS)) + " without the will flag")
 	}
 	if !p.WillFlag && p.WillRetain {
-		return nil, malformed("[MQTT-3.1.2-15] will retain without the will flag")
+		return nil, malformed("[MQTT-3.1.2-15] (5.0 [MQTT-3.1.2-13]) will retain without the will flag")
 	}
 	if !v5 && p.PasswordFlag && !p.UsernameFlag {
 		return nil, malformed("[MQTT-3.1.2-22] password flag without user name flag")
@@ -189,7 +189,7 @@ func (d *Decoder) decodeConnect(r *reader) (Packet, error) {
 		return nil, &Error{ClientIdentifierNotValid, "[MQTT-3.1.3-8] empty client identifier with clean session 0"}
 	}
 	if p.Version == V31 && len(p.ClientID) == 0 {
-		return nil, &Error{ClientIdentifierNotValid, "[MQTT-3.1.3-8] empty client identifier in MQTT 3.1"}
+		return nil, &Error{ClientIdentifierNotValid, "(MQTT 3.1 CONNECT payload) client identifier must be 1 to 23 characters, got none"}
 	}
 	if p.WillFlag {
 		if v5 {
@@ -208,7 +208,7 @@ func (d *Decoder) decodeConnect(r *reader) (Packet, error) {
 		}
 		if p.WillProps.Has(PropPayloadFormat) && p.WillProps.PayloadFormat == 1 {
 			if err := ValidUTF8(p.WillPayload); err != nil {
-				return nil, &Error{PayloadFormatInvalid, "[MQTT-3.1.3-11] will payload format indicator 1 but payload is not UTF-8: " + err.(*Error).Rule}
+				return nil, &Error{PayloadFormatInvalid, "(MQTT 5.0 3.1.3.2.3) will payload format indicator 1 but payload is not UTF-8: " + err.(*Error).Rule}
 			}
 		}
 	}
@@ -253,16 +253,16 @@ func (d *Decoder) decodeConnack(r *reader) (Packet, error) {
 	p.Reason = ReasonCode(code)
 	if d.Version == V5 {
 		if !validConnackV5(p.Reason) {
-			return nil, protocolErr("[MQTT-3.2.2.2] CONNACK reason code " + hex2(code) + " is not defined for CONNACK")
+			return nil, protocolErr("[MQTT-3.2.2-8] CONNACK reason code " + hex2(code) + " is not defined for CONNACK")
 		}
 		if err := decodeProps(r, CONNACK, &p.Props); err != nil {
 			return nil, err
 		}
 	} else if code > 5 {
-		return nil, malformed("[MQTT-3.2.2.3] CONNACK return code " + itoa(int(code)) + " is reserved")
+		return nil, malformed("(3.1.1 3.2.2.3) CONNACK return code " + itoa(int(code)) + " is reserved")
 	}
 	if p.SessionPresent && p.Reason != Success {
-		return nil, protocolErr("[MQTT-3.2.2-4] session present with a refused connection")
+		return nil, protocolErr("[MQTT-3.2.2-4] (5.0 [MQTT-3.2.2-6]) session present with a refused connection")
 	}
 	if err := trailing(r, CONNACK); err != nil {
 		return nil, err
@@ -301,7 +301,7 @@ func (d *Decoder) decodePublish(flags byte, r *reader) (Packet, error) {
 			return nil, err
 		}
 		if p.PacketID == 0 {
-			return nil, protocolErr("[MQTT-2.3.1-1] QoS " + itoa(int(p.QoS)) + " PUBLISH with packet identifier 0")
+			return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) QoS " + itoa(int(p.QoS)) + " PUBLISH with packet identifier 0")
 		}
 	}
 	if d.Version == V5 {
@@ -317,7 +317,7 @@ func (d *Decoder) decodePublish(flags byte, r *reader) (Packet, error) {
 	p.Payload = r.rest()
 	if p.Props.Has(PropPayloadFormat) && p.Props.PayloadFormat == 1 {
 		if err := ValidUTF8(p.Payload); err != nil {
-			return nil, &Error{PayloadFormatInvalid, "[MQTT-3.3.2-4] payload format indicator 1 but payload is not UTF-8: " + err.(*Error).Rule}
+			return nil, &Error{PayloadFormatInvalid, "(MQTT 5.0 3.3.2.3.2) payload format indicator 1 but payload is not UTF-8: " + err.(*Error).Rule}
 		}
 	}
 	return p, nil
@@ -332,7 +332,7 @@ func (d *Decoder) decodeAck(t Type, r *reader) (Packet, error) {
 		return nil, err
 	}
 	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] " + t.String() + " with packet identifier 0")
+		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) " + t.String() + " with packet identifier 0")
 	}
 	if d.Version != V5 {
 		if err := trailing(r, t); err != nil {
@@ -344,7 +344,7 @@ func (d *Decoder) decodeAck(t Type, r *reader) (Packet, error) {
 		code, _ := r.byte1("reason code")
 		p.Reason = ReasonCode(code)
 		if !validAckReason(t, p.Reason) {
-			return nil, protocolErr("[MQTT-3.4.2.1] reason code " + hex2(code) + " is not defined for " + t.String())
+			return nil, protocolErr("(MQTT 5.0 3.4.2.1) reason code " + hex2(code) + " is not defined for " + t.String())
 		}
 	}
 	if r.left() > 0 {
@@ -379,7 +379,7 @@ func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 		return nil, err
 	}
 	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] SUBSCRIBE with packet identifier 0")
+		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBSCRIBE with packet identifier 0")
 	}
 	v5 := d.Version == V5
 	if v5 {
@@ -388,7 +388,7 @@ func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 		}
 	}
 	if r.left() == 0 {
-		return nil, protocolErr("[MQTT-3.8.3-3] SUBSCRIBE without a topic filter")
+		return nil, protocolErr("[MQTT-3.8.3-3] (5.0 [MQTT-3.8.3-2]) SUBSCRIBE without a topic filter")
 	}
 	for r.left() > 0 {
 		f, err := r.str("topic filter")
@@ -404,7 +404,11 @@ func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 		}
 		s := Subscription{Filter: f, QoS: o & 0x03}
 		if s.QoS == 3 {
-			return nil, malformed("[MQTT-3.8.3-4] requested QoS 3 for " + quote(f))
+			// 3.1.1 makes this a malformed packet, 5.0 a protocol error.
+			if v5 {
+				return nil, protocolErr("(MQTT 5.0 3.8.3.1) maximum QoS 3 for " + quote(f))
+			}
+			return nil, malformed("[MQTT-3-8.3-4] requested QoS 3 for " + quote(f))
 		}
 		if v5 {
 			if o&0xc0 != 0 {
@@ -414,7 +418,7 @@ func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 			s.RetainAsPublished = o&0x08 != 0
 			s.RetainHandling = (o >> 4) & 0x03
 			if s.RetainHandling == 3 {
-				return nil, protocolErr("[MQTT-3.8.3.1] retain handling 3 for " + quote(f))
+				return nil, protocolErr("(MQTT 5.0 3.8.3.1) retain handling 3 for " + quote(f))
 			}
 			if _, _, shared := ParseShared(f); shared && s.NoLocal {
 				return nil, protocolErr("[MQTT-3.8.3-4] no local on shared subscription " + quote(f))
@@ -436,7 +440,7 @@ func (d *Decoder) decodeSuback(r *reader) (Packet, error) {
 		return nil, err
 	}
 	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] SUBACK with packet identifier 0")
+		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBACK with packet identifier 0")
 	}
 	v5 := d.Version == V5
 	if v5 {
@@ -445,7 +449,7 @@ func (d *Decoder) decodeSuback(r *reader) (Packet, error) {
 		}
 	}
 	if r.left() == 0 {
-		return nil, protocolErr("[MQTT-3.9.3-1] SUBACK without a return code")
+		return nil, protocolErr("(3.9.3) SUBACK without a return code")
 	}
 	for r.left() > 0 {
 		c, _ := r.byte1("reason code")
@@ -481,7 +485,7 @@ func (d *Decoder) decodeUnsubscribe(r *reader) (Packet, error) {
 		return nil, err
 	}
 	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] UNSUBSCRIBE with packet identifier 0")
+		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBSCRIBE with packet identifier 0")
 	}
 	if d.Version == V5 {
 		if err := decodeProps(r, UNSUBSCRIBE, &p.Props); err != nil {
@@ -513,7 +517,7 @@ func (d *Decoder) decodeUnsuback(r *reader) (Packet, error) {
 		return nil, err
 	}
 	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] UNSUBACK with packet identifier 0")
+		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBACK with packet identifier 0")
 	}
 	if d.Version != V5 {
 		if err := trailing(r, UNSUBACK); err != nil {
@@ -525,7 +529,7 @@ func (d *Decoder) decodeUnsuback(r *reader) (Packet, error) {
 		return nil, err
 	}
 	if r.left() == 0 {
-		return nil, protocolErr("[MQTT-3.11.3-1] UNSUBACK without a reason code")
+		return nil, protocolErr("(MQTT 5.0 3.11.3) UNSUBACK without a reason code")
 	}
 	for r.left() > 0 {
 		c, _ := r.byte1("reason code")
@@ -554,7 +558,7 @@ func (d *Decoder) decodeDisconnect(r *reader) (Packet, error) {
 		c, _ := r.byte1("reason code")
 		p.Reason = ReasonCode(c)
 		if !validDisconnectReason(p.Reason) {
-			return nil, protocolErr("[MQTT-3.14.2.1] DISCONNECT reason code " + hex2(c) + " is not defined")
+			return nil, protocolErr("[MQTT-3.14.2-1] DISCONNECT reason code " + hex2(c) + " is not defined")
 		}
 	}
 	if r.left() > 0 {
@@ -582,7 +586,7 @@ func validDisconnectReason(r ReasonCode) bool {
 
 func (d *Decoder) decodeAuth(r *reader) (Packet, error) {
 	if d.Version != V5 {
-		return nil, protocolErr("[MQTT-3.15] AUTH on an MQTT " + versionName(d.Version) + " connection")
+		return nil, protocolErr("(MQTT 5.0 3.15) AUTH on an MQTT " + versionName(d.Version) + " connection")
 	}
 	p := &d.auth
 	p.Props.Reset()

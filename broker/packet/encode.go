@@ -17,7 +17,7 @@ func checkVersion(v Version) error {
 // fixedHeader appends the fixed header of a packet with remaining length rem.
 func fixedHeader(dst []byte, b0 byte, rem int) ([]byte, error) {
 	if rem > MaxRemainingLength {
-		return dst, &Error{PacketTooLarge, "[MQTT-2.1.4] " + Type(b0>>4).String() + " remaining length " + itoa(rem) + " exceeds 268435455"}
+		return dst, &Error{PacketTooLarge, "(MQTT 5.0 2.1.4) " + Type(b0>>4).String() + " remaining length " + itoa(rem) + " exceeds 268435455"}
 	}
 	dst = append(dst, b0)
 	return AppendVarInt(dst, rem), nil
@@ -89,13 +89,13 @@ func (p *Connect) check() error {
 		return &Error{UnsupportedProtocolVersion, "[MQTT-3.1.2-1] protocol name " + quote(name) + " does not go with protocol level " + itoa(int(v))}
 	}
 	if p.WillQoS > 2 {
-		return malformed("[MQTT-3.1.2-14] will QoS " + itoa(int(p.WillQoS)))
+		return malformed("[MQTT-3.1.2-14] (5.0 [MQTT-3.1.2-12]) will QoS " + itoa(int(p.WillQoS)))
 	}
 	if !p.WillFlag && p.WillQoS != 0 {
-		return malformed("[MQTT-3.1.2-13] will QoS " + itoa(int(p.WillQoS)) + " without the will flag")
+		return malformed("[MQTT-3.1.2-13] (5.0 [MQTT-3.1.2-11]) will QoS " + itoa(int(p.WillQoS)) + " without the will flag")
 	}
 	if !p.WillFlag && p.WillRetain {
-		return malformed("[MQTT-3.1.2-15] will retain without the will flag")
+		return malformed("[MQTT-3.1.2-15] (5.0 [MQTT-3.1.2-13]) will retain without the will flag")
 	}
 	if v != V5 && p.PasswordFlag && !p.UsernameFlag {
 		return malformed("[MQTT-3.1.2-22] password flag without user name flag")
@@ -107,7 +107,7 @@ func (p *Connect) check() error {
 		return &Error{ClientIdentifierNotValid, "[MQTT-3.1.3-8] empty client identifier with clean session 0"}
 	}
 	if v == V31 && len(p.ClientID) == 0 {
-		return &Error{ClientIdentifierNotValid, "[MQTT-3.1.3-8] empty client identifier in MQTT 3.1"}
+		return &Error{ClientIdentifierNotValid, "(MQTT 3.1 CONNECT payload) client identifier must be 1 to 23 characters, got none"}
 	}
 	if err := p.Props.validate(CONNECT, v); err != nil {
 		return err
@@ -120,7 +120,7 @@ func (p *Connect) check() error {
 			return err
 		}
 		if len(p.WillPayload) > 65535 {
-			return malformed("[MQTT-3.1.3.3] will payload of " + itoa(len(p.WillPayload)) + " bytes is longer than 65535")
+			return malformed("(3.1.3.3) will payload of " + itoa(len(p.WillPayload)) + " bytes is longer than 65535")
 		}
 	}
 	if p.UsernameFlag {
@@ -129,7 +129,7 @@ func (p *Connect) check() error {
 		}
 	}
 	if p.PasswordFlag && len(p.Password) > 65535 {
-		return malformed("[MQTT-3.1.3.5] password of " + itoa(len(p.Password)) + " bytes is longer than 65535")
+		return malformed("(3.1.3.5) password of " + itoa(len(p.Password)) + " bytes is longer than 65535")
 	}
 	return nil
 }
@@ -216,13 +216,13 @@ func (p *Connack) Append(dst []byte, v Version) ([]byte, error) {
 	}
 	if v == V5 {
 		if !validConnackV5(p.Reason) {
-			return dst, protocolErr("[MQTT-3.2.2.2] reason code " + hex2(byte(p.Reason)) + " is not defined for CONNACK")
+			return dst, protocolErr("[MQTT-3.2.2-8] reason code " + hex2(byte(p.Reason)) + " is not defined for CONNACK")
 		}
 	} else if p.Reason > 5 {
-		return dst, protocolErr("[MQTT-3.2.2.3] CONNACK return code " + hex2(byte(p.Reason)) + " does not exist in MQTT " + versionName(v) + "; use ConnackCodeV3")
+		return dst, protocolErr("(3.1.1 3.2.2.3) CONNACK return code " + hex2(byte(p.Reason)) + " does not exist in MQTT " + versionName(v) + "; use ConnackCodeV3")
 	}
 	if p.SessionPresent && p.Reason != Success {
-		return dst, protocolErr("[MQTT-3.2.2-4] session present with a refused connection")
+		return dst, protocolErr("[MQTT-3.2.2-4] (5.0 [MQTT-3.2.2-6]) session present with a refused connection")
 	}
 	if err := p.Props.validate(CONNACK, v); err != nil {
 		return dst, err
@@ -276,7 +276,7 @@ func (p *Publish) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, protocolErr("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH")
 	}
 	if p.QoS > 0 && p.PacketID == 0 {
-		return dst, protocolErr("[MQTT-2.3.1-1] QoS " + itoa(int(p.QoS)) + " PUBLISH with packet identifier 0")
+		return dst, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) QoS " + itoa(int(p.QoS)) + " PUBLISH with packet identifier 0")
 	}
 	if len(p.Topic) == 0 && v == V5 && p.Props.Has(PropTopicAlias) {
 		// The topic alias stands for the topic.
@@ -344,13 +344,13 @@ func (p *Ack) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, protocolErr("Ack kind " + p.Kind.String() + " is not PUBACK, PUBREC, PUBREL or PUBCOMP")
 	}
 	if p.PacketID == 0 {
-		return dst, protocolErr("[MQTT-2.3.1-1] " + p.Kind.String() + " with packet identifier 0")
+		return dst, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) " + p.Kind.String() + " with packet identifier 0")
 	}
 	if v != V5 && p.Reason != Success {
 		return dst, protocolErr(p.Kind.String() + " reason code " + hex2(byte(p.Reason)) + " cannot be sent in MQTT " + versionName(v))
 	}
 	if !validAckReason(p.Kind, p.Reason) {
-		return dst, protocolErr("[MQTT-3.4.2.1] reason code " + hex2(byte(p.Reason)) + " is not defined for " + p.Kind.String())
+		return dst, protocolErr("(MQTT 5.0 3.4.2.1) reason code " + hex2(byte(p.Reason)) + " is not defined for " + p.Kind.String())
 	}
 	if err := p.Props.validate(p.Kind, v); err != nil {
 		return dst, err
@@ -377,10 +377,10 @@ func (p *Subscribe) check(v Version) error {
 		return err
 	}
 	if p.PacketID == 0 {
-		return protocolErr("[MQTT-2.3.1-1] SUBSCRIBE with packet identifier 0")
+		return protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBSCRIBE with packet identifier 0")
 	}
 	if len(p.Subscriptions) == 0 {
-		return protocolErr("[MQTT-3.8.3-3] SUBSCRIBE without a topic filter")
+		return protocolErr("[MQTT-3.8.3-3] (5.0 [MQTT-3.8.3-2]) SUBSCRIBE without a topic filter")
 	}
 	for i := range p.Subscriptions {
 		s := &p.Subscriptions[i]
@@ -388,7 +388,7 @@ func (p *Subscribe) check(v Version) error {
 			return err
 		}
 		if s.QoS > 2 {
-			return malformed("[MQTT-3.8.3-4] requested QoS " + itoa(int(s.QoS)) + " for " + quote(s.Filter))
+			return malformed("[MQTT-3-8.3-4] requested QoS " + itoa(int(s.QoS)) + " for " + quote(s.Filter))
 		}
 		if v != V5 {
 			if s.NoLocal || s.RetainAsPublished || s.RetainHandling != 0 {
@@ -397,7 +397,7 @@ func (p *Subscribe) check(v Version) error {
 			continue
 		}
 		if s.RetainHandling > 2 {
-			return protocolErr("[MQTT-3.8.3.1] retain handling " + itoa(int(s.RetainHandling)) + " for " + quote(s.Filter))
+			return protocolErr("(MQTT 5.0 3.8.3.1) retain handling " + itoa(int(s.RetainHandling)) + " for " + quote(s.Filter))
 		}
 		if _, _, shared := ParseShared(s.Filter); shared && s.NoLocal {
 			return protocolErr("[MQTT-3.8.3-4] no local on shared subscription " + quote(s.Filter))
@@ -459,10 +459,10 @@ func (p *Suback) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, err
 	}
 	if p.PacketID == 0 {
-		return dst, protocolErr("[MQTT-2.3.1-1] SUBACK with packet identifier 0")
+		return dst, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBACK with packet identifier 0")
 	}
 	if len(p.Reasons) == 0 {
-		return dst, protocolErr("[MQTT-3.9.3-1] SUBACK without a return code")
+		return dst, protocolErr("(3.9.3) SUBACK without a return code")
 	}
 	for _, r := range p.Reasons {
 		if !validSubackReason(r, v) {
@@ -495,7 +495,7 @@ func (p *Unsubscribe) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, err
 	}
 	if p.PacketID == 0 {
-		return dst, protocolErr("[MQTT-2.3.1-1] UNSUBSCRIBE with packet identifier 0")
+		return dst, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBSCRIBE with packet identifier 0")
 	}
 	if len(p.Filters) == 0 {
 		return dst, protocolErr("[MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter")
@@ -534,7 +534,7 @@ func (p *Unsuback) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, err
 	}
 	if p.PacketID == 0 {
-		return dst, protocolErr("[MQTT-2.3.1-1] UNSUBACK with packet identifier 0")
+		return dst, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBACK with packet identifier 0")
 	}
 	if err := p.Props.validate(UNSUBACK, v); err != nil {
 		return dst, err
@@ -543,7 +543,7 @@ func (p *Unsuback) Append(dst []byte, v Version) ([]byte, error) {
 		return fixedHeaderID(dst, byte(UNSUBACK)<<4, p.PacketID), nil
 	}
 	if len(p.Reasons) == 0 {
-		return dst, protocolErr("[MQTT-3.11.3-1] UNSUBACK without a reason code")
+		return dst, protocolErr("(MQTT 5.0 3.11.3) UNSUBACK without a reason code")
 	}
 	for _, r := range p.Reasons {
 		switch r {
@@ -626,7 +626,7 @@ func (p *Disconnect) Append(dst []byte, v Version) ([]byte, error) {
 		return append(dst, byte(DISCONNECT)<<4, 0), nil
 	}
 	if !validDisconnectReason(p.Reason) {
-		return dst, protocolErr("[MQTT-3.14.2.1] DISCONNECT reason code " + hex2(byte(p.Reason)) + " is not defined")
+		return dst, protocolErr("[MQTT-3.14.2-1] DISCONNECT reason code " + hex2(byte(p.Reason)) + " is not defined")
 	}
 	if err := p.Props.validate(DISCONNECT, v); err != nil {
 		return dst, err
@@ -640,7 +640,7 @@ func (p *Auth) Append(dst []byte, v Version) ([]byte, error) {
 		return dst, err
 	}
 	if v != V5 {
-		return dst, protocolErr("[MQTT-3.15] AUTH cannot be sent in MQTT " + versionName(v))
+		return dst, protocolErr("(MQTT 5.0 3.15) AUTH cannot be sent in MQTT " + versionName(v))
 	}
 	switch p.Reason {
 	case Success, ContinueAuthentication, ReAuthenticate:

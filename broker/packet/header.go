@@ -33,7 +33,7 @@ func HeaderLen(remaining int) int { return 1 + varIntLen(remaining) }
 func checkFlags(t Type, flags byte) error {
 	switch t {
 	case Reserved:
-		return malformed("[MQTT-2.2.1] packet type 0 is reserved")
+		return malformed("(MQTT 5.0 2.1.2) packet type 0 is reserved")
 	case PUBLISH:
 		if flags&0x06 == 0x06 {
 			return malformed("[MQTT-3.3.1-4] PUBLISH QoS 3 (both QoS bits set)")
@@ -52,7 +52,7 @@ func checkFlags(t Type, flags byte) error {
 		}
 	default:
 		if flags != 0 {
-			return malformed("[MQTT-2.2.2-2] " + t.String() + " fixed header flags must be 0000, got " + flagBits(flags))
+			return malformed("[MQTT-2.2.2-2] (5.0 [MQTT-2.1.3-1]) " + t.String() + " fixed header flags must be 0000, got " + flagBits(flags))
 		}
 	}
 	return nil

@@ -1,5 +1,7 @@
 package packet
 
+import "math/bits"
+
 // Property value kinds (MQTT 5.0 section 1.5).
 const (
 	kindNone byte = iota
@@ -84,6 +86,17 @@ var allowedByType = func() (a [16]uint64) {
 	return a
 }()
 
+// booleanMask holds the byte properties whose only values are 0 and 1 (every
+// byte property).
+var booleanMask = func() (m uint64) {
+	for id := range propInfo {
+		if propInfo[id].kind == kindByte {
+			m |= 1 << id
+		}
+	}
+	return m
+}()
+
 // scalarMask holds the identifiers whose presence Properties.Present records.
 var scalarMask = func() (m uint64) {
 	for id := range propInfo {
@@ -105,22 +118,39 @@ func placeName(t Type) string {
 // mask is the set of property identifiers present in p.
 func (p *Properties) mask() uint64 {
 	m := p.Present & scalarMask
-	set := func(id byte, present bool) {
-		if present {
-			m |= 1 << id
-		}
+	if p.ContentType != nil {
+		m |= 1 << PropContentType
 	}
-	set(PropContentType, p.ContentType != nil)
-	set(PropResponseTopic, p.ResponseTopic != nil)
-	set(PropCorrelationData, p.CorrelationData != nil)
-	set(PropSubscriptionID, len(p.SubscriptionIDs) > 0)
-	set(PropAssignedClientID, p.AssignedClientID != nil)
-	set(PropAuthMethod, p.AuthMethod != nil)
-	set(PropAuthData, p.AuthData != nil)
-	set(PropResponseInfo, p.ResponseInfo != nil)
-	set(PropServerReference, p.ServerReference != nil)
-	set(PropReasonString, p.ReasonString != nil)
-	set(PropUser, len(p.User) > 0)
+	if p.ResponseTopic != nil {
+		m |= 1 << PropResponseTopic
+	}
+	if p.CorrelationData != nil {
+		m |= 1 << PropCorrelationData
+	}
+	if len(p.SubscriptionIDs) > 0 {
+		m |= 1 << PropSubscriptionID
+	}
+	if p.AssignedClientID != nil {
+		m |= 1 << PropAssignedClientID
+	}
+	if p.AuthMethod != nil {
+		m |= 1 << PropAuthMethod
+	}
+	if p.AuthData != nil {
+		m |= 1 << PropAuthData
+	}
+	if p.ResponseInfo != nil {
+		m |= 1 << PropResponseInfo
+	}
+	if p.ServerReference != nil {
+		m |= 1 << PropServerReference
+	}
+	if p.ReasonString != nil {
+		m |= 1 << PropReasonString
+	}
+	if len(p.User) > 0 {
+		m |= 1 << PropUser
+	}
 	return m
 }
 
@@ -136,10 +166,8 @@ func (p *Properties) Size(t Type) int {
 		return 0
 	}
 	n := 0
-	for id := 0; id < 64; id++ {
-		if m&(1<<id) == 0 {
-			continue
-		}
+	for ; m != 0; m &= m - 1 {
+		id := bits.TrailingZeros64(m)
 		switch propInfo[id].kind {
 		case kindByte:
 			n += 2
@@ -245,10 +273,8 @@ func (p *Properties) appendProps(dst []byte, t Type, size int) []byte {
 		return dst
 	}
 	m := p.mask() & allowedByType[t&0xf]
-	for id := 0; id < 64; id++ {
-		if m&(1<<id) == 0 {
-			continue
-		}
+	for ; m != 0; m &= m - 1 {
+		id := bits.TrailingZeros64(m)
 		bid := byte(id)
 		switch propInfo[id].kind {
 		case kindByte:
@@ -288,16 +314,11 @@ func (p *Properties) validate(t Type, v Version) error {
 		return protocolErr("properties in " + placeName(t) + " need MQTT 5.0, connection is protocol level " + itoa(int(v)))
 	}
 	if bad := m &^ allowedByType[t&0xf]; bad != 0 {
-		for id := 0; id < 64; id++ {
-			if bad&(1<<id) != 0 {
-				return malformed("[MQTT-2.2.2.2] property " + hex2(byte(id)) + " is not allowed in " + placeName(t))
-			}
-		}
+		id := bits.TrailingZeros64(bad)
+		return malformed("(MQTT 5.0 2.2.2.2) property " + hex2(byte(id)) + " is not allowed in " + placeName(t))
 	}
-	for id := 0; id < 64; id++ {
-		if m&(1<<id) == 0 {
-			continue
-		}
+	for rest := m; rest != 0; rest &= rest - 1 {
+		id := bits.TrailingZeros64(rest)
 		switch propInfo[id].kind {
 		case kindString:
 			if err := checkString(*p.bytesField(byte(id)), "property "+hex2(byte(id))); err != nil {
@@ -305,7 +326,7 @@ func (p *Properties) validate(t Type, v Version) error {
 			}
 		case kindBinary:
 			if len(*p.bytesField(byte(id))) > 65535 {
-				return malformed("[MQTT-1.5.6] property " + hex2(byte(id)) + " longer than 65535 bytes")
+				return malformed("(MQTT 5.0 1.5.6) property " + hex2(byte(id)) + " longer than 65535 bytes")
 			}
 		case kindPair:
 			for _, u := range p.User {
@@ -325,32 +346,31 @@ func (p *Properties) validate(t Type, v Version) error {
 // decoder and the encoders.
 func (p *Properties) checkValues(t Type) error {
 	m := p.mask()
-	for _, id := range [...]byte{PropPayloadFormat, PropRequestProblemInfo, PropRequestResponseInfo,
-		PropMaximumQoS, PropRetainAvailable, PropWildcardSubAvailable, PropSubscriptionIDAvailable,
-		PropSharedSubAvailable} {
-		if m&(1<<id) != 0 && *p.byteField(id) > 1 {
-			return protocolErr("property " + hex2(id) + " value " + itoa(int(*p.byteField(id))) + " is not 0 or 1")
+	for rest := m & booleanMask; rest != 0; rest &= rest - 1 {
+		id := byte(bits.TrailingZeros64(rest))
+		if v := *p.byteField(id); v > 1 {
+			return protocolErr("property " + hex2(id) + " value " + itoa(int(v)) + " is not 0 or 1")
 		}
 	}
 	if m&(1<<PropReceiveMaximum) != 0 && p.ReceiveMaximum == 0 {
-		return protocolErr("[MQTT-3.1.2.11.3] receive maximum is 0")
+		return protocolErr("(MQTT 5.0 3.1.2.11.3) receive maximum is 0")
 	}
 	if m&(1<<PropMaximumPacketSize) != 0 && p.MaximumPacketSize == 0 {
-		return protocolErr("[MQTT-3.1.2.11.4] maximum packet size is 0")
+		return protocolErr("(MQTT 5.0 3.1.2.11.4) maximum packet size is 0")
 	}
 	if m&(1<<PropTopicAlias) != 0 && p.TopicAlias == 0 {
 		return protocolErr("[MQTT-3.3.2-8] topic alias is 0")
 	}
 	for _, s := range p.SubscriptionIDs {
 		if s == 0 || s > maxSubscriptionID {
-			return protocolErr("[MQTT-3.8.2.1.2] subscription identifier " + itoa(int(s)) + " is not in 1..268435455")
+			return protocolErr("(MQTT 5.0 3.8.2.1.2) subscription identifier " + itoa(int(s)) + " is not in 1..268435455")
 		}
 	}
 	if t == SUBSCRIBE && len(p.SubscriptionIDs) > 1 {
-		return protocolErr("[MQTT-3.8.2.1.2] SUBSCRIBE carries " + itoa(len(p.SubscriptionIDs)) + " subscription identifiers, at most 1 allowed")
+		return protocolErr("(MQTT 5.0 3.8.2.1.2) SUBSCRIBE carries " + itoa(len(p.SubscriptionIDs)) + " subscription identifiers, at most 1 allowed")
 	}
 	if p.AuthData != nil && p.AuthMethod == nil {
-		return protocolErr("[MQTT-3.1.2.11.10] authentication data without authentication method")
+		return protocolErr("(MQTT 5.0 3.1.2.11.10) authentication data without authentication method")
 	}
 	if p.ResponseTopic != nil {
 		if err := ValidTopicName(p.ResponseTopic); err != nil {
@@ -365,14 +385,14 @@ func (p *Properties) checkValues(t Type) error {
 func decodeProps(r *reader, t Type, p *Properties) error {
 	size, n, err := decodeVarInt(r.b[r.i:])
 	if err != nil {
-		return malformed("[MQTT-2.2.2.1] property length in " + placeName(t) + ": " + err.(*Error).Rule)
+		return malformed("(MQTT 5.0 2.2.2.1) property length in " + placeName(t) + ": " + err.(*Error).Rule)
 	}
 	if n == 0 {
-		return malformed("[MQTT-2.2.2.1] property length in " + placeName(t) + " overruns the packet")
+		return malformed("(MQTT 5.0 2.2.2.1) property length in " + placeName(t) + " overruns the packet")
 	}
 	r.i += n
 	if size > len(r.b)-r.i {
-		return malformed("[MQTT-2.2.2.1] property length " + itoa(size) + " in " + placeName(t) + " overruns the packet")
+		return malformed("(MQTT 5.0 2.2.2.1) property length " + itoa(size) + " in " + placeName(t) + " overruns the packet")
 	}
 	pr := reader{b: r.b[:r.i+size], i: r.i}
 	r.i += size
@@ -381,14 +401,14 @@ func decodeProps(r *reader, t Type, p *Properties) error {
 		id := pr.b[pr.i]
 		pr.i++
 		if id >= 64 || propInfo[id].kind == kindNone {
-			return malformed("[MQTT-2.2.2.2] unknown property identifier " + hex2(id) + " in " + placeName(t))
+			return malformed("(MQTT 5.0 2.2.2.2) unknown property identifier " + hex2(id) + " in " + placeName(t))
 		}
 		if propInfo[id].allowed&(1<<t) == 0 {
-			return malformed("[MQTT-2.2.2.2] property " + hex2(id) + " is not allowed in " + placeName(t))
+			return malformed("(MQTT 5.0 2.2.2.2) property " + hex2(id) + " is not allowed in " + placeName(t))
 		}
 		bit := uint64(1) << id
 		if seen&bit != 0 && id != PropUser && !(id == PropSubscriptionID && t == PUBLISH) {
-			return protocolErr("[MQTT-2.2.2.2] property " + hex2(id) + " appears more than once in " + placeName(t))
+			return protocolErr("(MQTT 5.0 2.2.2.2) property " + hex2(id) + " appears more than once in " + placeName(t))
 		}
 		seen |= bit
 		const what = "property value"
@@ -420,7 +440,7 @@ func decodeProps(r *reader, t Type, p *Properties) error {
 				return err
 			}
 			if n == 0 {
-				return malformed("[MQTT-2.2.2.2] subscription identifier overruns the property block")
+				return malformed("(MQTT 5.0 2.2.2.2) subscription identifier overruns the property block")
 			}
 			pr.i += n
 			p.SubscriptionIDs = append(p.SubscriptionIDs, uint32(v))
@@ -453,7 +473,7 @@ func decodeProps(r *reader, t Type, p *Properties) error {
 
 func checkString(s []byte, what string) error {
 	if len(s) > 65535 {
-		return malformed("[MQTT-1.5.4] " + what + " of " + itoa(len(s)) + " bytes is longer than 65535")
+		return malformed("(MQTT 5.0 1.5.4) " + what + " of " + itoa(len(s)) + " bytes is longer than 65535")
 	}
 	if err := ValidUTF8(s); err != nil {
 		return malformed(what + ": " + err.(*Error).Rule)

@@ -9,7 +9,7 @@ type reader struct {
 }
 
 func overrun(what string) error {
-	return malformed("[MQTT-2.1.4] " + what + " overruns the packet (remaining length too short)")
+	return malformed("(MQTT 5.0 2.1.4) " + what + " overruns the packet (remaining length too short)")
 }
 
 func (r *reader) left() int { return len(r.b) - r.i }

@@ -15,14 +15,14 @@ func ValidUTF8(b []byte) error {
 		c := b[i]
 		if c < utf8.RuneSelf {
 			if c == 0 {
-				return malformed("[MQTT-1.5.4-2] string contains U+0000 at byte " + itoa(i))
+				return malformed("[MQTT-1.5.4-2] (3.1.1 [MQTT-1.5.3-2]) string contains U+0000 at byte " + itoa(i))
 			}
 			i++
 			continue
 		}
 		r, size := utf8.DecodeRune(b[i:])
 		if r == utf8.RuneError && size <= 1 {
-			return malformed("[MQTT-1.5.4-1] string is not well-formed UTF-8 at byte " + itoa(i))
+			return malformed("[MQTT-1.5.4-1] (3.1.1 [MQTT-1.5.3-1]) string is not well-formed UTF-8 at byte " + itoa(i))
 		}
 		i += size
 	}
@@ -66,7 +66,7 @@ func ValidTopicFilter(f []byte) error {
 			return &Error{TopicFilterInvalid, "[MQTT-4.8.2-1] shared subscription has an empty share name"}
 		}
 		if bytes.IndexAny(group, "+#") >= 0 {
-			return &Error{TopicFilterInvalid, "[MQTT-4.8.2-1] share name contains a wildcard"}
+			return &Error{TopicFilterInvalid, "[MQTT-4.8.2-2] share name contains a wildcard"}
 		}
 		f = rest[slash+1:]
 	}
@@ -80,14 +80,14 @@ func ValidTopicFilter(f []byte) error {
 		switch c {
 		case '#':
 			if i != len(f)-1 {
-				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-2] '#' is not the last character of the topic filter"}
+				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-2] (5.0 [MQTT-4.7.1-1]) '#' is not the last character of the topic filter"}
 			}
 			if i > 0 && f[i-1] != '/' {
-				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-2] '#' does not occupy a whole level"}
+				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-2] (5.0 [MQTT-4.7.1-1]) '#' does not occupy a whole level"}
 			}
 		case '+':
 			if (i > 0 && f[i-1] != '/') || (i < len(f)-1 && f[i+1] != '/') {
-				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-3] '+' does not occupy a whole level"}
+				return &Error{TopicFilterInvalid, "[MQTT-4.7.1-3] (5.0 [MQTT-4.7.1-2]) '+' does not occupy a whole level"}
 			}
 		}
 	}

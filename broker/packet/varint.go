@@ -42,5 +42,5 @@ func decodeVarInt(b []byte) (v, n int, err error) {
 		}
 		mult += 7
 	}
-	return 0, 0, malformed("[MQTT-1.5.5-1] variable byte integer longer than 4 bytes")
+	return 0, 0, malformed("(MQTT 5.0 1.5.5, 3.1.1 2.2.3) variable byte integer longer than 4 bytes")
 }
