@@ -1,0 +1,5 @@
+package state
+
+const crashChildEnv = "GATEWAYD_STATE_CRASH_CHILD"
+
+func crashChild() {}
