@@ -1,0 +1,291 @@
+package broker
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+
+	"gatewayd/broker/packet"
+	"gatewayd/broker/state"
+)
+
+// testStore is a durable-looking Store that applies batches to an in-memory
+// snapshot (so a second server can restart from it) and, when hold is set,
+// keeps done callbacks until the test releases them, standing in for a
+// store waiting on fsync.
+type testStore struct {
+	mu      sync.Mutex
+	hold    bool
+	fail    error // done reports this error
+	held    []func(error)
+	batches []state.Batch
+	snap    state.Snapshot
+}
+
+func newTestStore() *testStore {
+	return &testStore{snap: state.Snapshot{
+		Messages: map[uint64]*state.Message{},
+		Retained: map[string]uint64{},
+		Queues:   map[string][]state.Outbound{},
+		Inbound:  map[string][]uint16{},
+		NextID:   1,
+	}}
+}
+
+func (ts *testStore) Durable() bool { return true }
+func (ts *testStore) Close() error  { return nil }
+
+func (ts *testStore) Load() (*state.Snapshot, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	s := ts.snap
+	s.Sessions = slices.Clone(s.Sessions)
+	s.Messages = map[uint64]*state.Message{}
+	for k, v := range ts.snap.Messages {
+		m := *v
+		s.Messages[k] = &m
+	}
+	s.Retained = map[string]uint64{}
+	for k, v := range ts.snap.Retained {
+		s.Retained[k] = v
+	}
+	s.Queues = map[string][]state.Outbound{}
+	for k, v := range ts.snap.Queues {
+		s.Queues[k] = slices.Clone(v)
+	}
+	s.Inbound = map[string][]uint16{}
+	for k, v := range ts.snap.Inbound {
+		s.Inbound[k] = slices.Clone(v)
+	}
+	s.Wills = slices.Clone(s.Wills)
+	return &s, nil
+}
+
+func (ts *testStore) Commit(b *state.Batch, done func(error)) {
+	ts.mu.Lock()
+	ts.batches = append(ts.batches, state.Batch{Ops: slices.Clone(b.Ops)})
+	ts.apply(b)
+	if ts.hold {
+		ts.held = append(ts.held, done)
+		ts.mu.Unlock()
+		return
+	}
+	err := ts.fail
+	ts.mu.Unlock()
+	done(err)
+}
+
+// release completes every held commit with err.
+func (ts *testStore) release(err error) {
+	ts.mu.Lock()
+	held := ts.held
+	ts.held, ts.hold = nil, false
+	ts.mu.Unlock()
+	for _, d := range held {
+		d(err)
+	}
+}
+
+func (ts *testStore) heldCount() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.held)
+}
+
+// ops returns the kinds of every op committed so far.
+func (ts *testStore) ops() []state.OpKind {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var k []state.OpKind
+	for _, b := range ts.batches {
+		for _, op := range b.Ops {
+			k = append(k, op.Kind)
+		}
+	}
+	return k
+}
+
+func (ts *testStore) apply(b *state.Batch) {
+	s := &ts.snap
+	for _, op := range b.Ops {
+		switch op.Kind {
+		case state.OpPutSession:
+			s.Sessions = slices.DeleteFunc(s.Sessions, func(x state.Session) bool { return x.ClientID == op.Session.ClientID })
+			s.Sessions = append(s.Sessions, *op.Session)
+		case state.OpDeleteSession:
+			s.Sessions = slices.DeleteFunc(s.Sessions, func(x state.Session) bool { return x.ClientID == op.ClientID })
+			delete(s.Queues, op.ClientID)
+			delete(s.Inbound, op.ClientID)
+		case state.OpPutMessage:
+			m := *op.Message
+			s.Messages[m.ID] = &m
+			s.NextID = max(s.NextID, m.ID+1)
+		case state.OpSetRetained:
+			s.Retained[op.Topic] = op.MessageID
+		case state.OpClearRetained:
+			delete(s.Retained, op.Topic)
+		case state.OpEnqueue:
+			s.Queues[op.ClientID] = append(s.Queues[op.ClientID], *op.Outbound)
+		case state.OpUpdateOutbound:
+			for i := range s.Queues[op.ClientID] {
+				if o := &s.Queues[op.ClientID][i]; o.Seq == op.Outbound.Seq {
+					o.Phase, o.PacketID = op.Outbound.Phase, op.Outbound.PacketID
+				}
+			}
+		case state.OpDequeue:
+			s.Queues[op.ClientID] = slices.DeleteFunc(s.Queues[op.ClientID], func(o state.Outbound) bool { return o.Seq == op.Seq })
+		case state.OpPutInbound:
+			s.Inbound[op.ClientID] = append(s.Inbound[op.ClientID], op.PacketID)
+		case state.OpDeleteInbound:
+			s.Inbound[op.ClientID] = slices.DeleteFunc(s.Inbound[op.ClientID], func(id uint16) bool { return id == op.PacketID })
+		case state.OpPutWill:
+			s.Wills = slices.DeleteFunc(s.Wills, func(w state.Will) bool { return w.ClientID == op.Will.ClientID })
+			s.Wills = append(s.Wills, *op.Will)
+		case state.OpDeleteWill:
+			s.Wills = slices.DeleteFunc(s.Wills, func(w state.Will) bool { return w.ClientID == op.ClientID })
+		}
+	}
+}
+
+// persistentSubscriber leaves a 3.1.1 persistent session subscribed to
+// filter at QoS 1 and offline.
+func persistentSubscriber(t *testing.T, addr, id, filter string) {
+	t.Helper()
+	c := dialRaw(t, addr, packet.V311)
+	c.mustConnect(id, false)
+	c.subscribe(1, filter, 1)
+	c.send(&packet.Disconnect{})
+	c.closed()
+}
+
+// TestPubackWaitsForCommit: a QoS 1 message routed to a persistent session
+// is acknowledged only when the store's done callback runs. The PINGREQ sent
+// after it is answered first, which shows the PUBACK was held back.
+func TestPubackWaitsForCommit(t *testing.T) {
+	ts := newTestStore()
+	_, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "durable", "t")
+
+	ts.mu.Lock()
+	ts.hold = true
+	ts.mu.Unlock()
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", true)
+	pub.publish("t", 1, false, 9, "keep me")
+	pub.send(&packet.Pingreq{})
+	if p := pub.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v before the store completed, want PINGRESP", p.Type())
+	}
+	waitFor(t, "commit held", func() bool { return ts.heldCount() > 0 })
+	ts.release(nil)
+	if a := pub.nextAck(packet.PUBACK); a.PacketID != 9 {
+		t.Fatalf("PUBACK id %d", a.PacketID)
+	}
+	if !slices.Contains(ts.ops(), state.OpPutMessage) || !slices.Contains(ts.ops(), state.OpEnqueue) {
+		t.Fatalf("ops %v: message and queue entry not stored", ts.ops())
+	}
+}
+
+// TestPubackImmediateWhenNothingDurable: a message no persistent session or
+// retained slot needs is not written to the store and is acknowledged at once.
+func TestPubackImmediateWhenNothingDurable(t *testing.T) {
+	ts := newTestStore()
+	_, addr := startServer(t, nil, Options{Store: ts})
+	sub := dialRaw(t, addr, packet.V311)
+	sub.mustConnect("online", true)
+	sub.subscribe(1, "t", 1)
+	ts.mu.Lock()
+	ts.hold = true
+	ts.mu.Unlock()
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", true)
+	pub.publish("t", 1, false, 3, "transient")
+	pub.send(&packet.Pingreq{})
+	if p := pub.next(); p.Type() != packet.PUBACK {
+		t.Fatalf("got %v, want PUBACK before PINGRESP", p.Type())
+	}
+	if slices.Contains(ts.ops(), state.OpPutMessage) {
+		t.Fatalf("ops %v: a message nobody durable needs was stored", ts.ops())
+	}
+	sub.nextPublish()
+	ts.release(nil)
+}
+
+// TestStoreFailureRefusesMessage: when the store reports an error, a v5
+// publisher gets PUBACK 0x97 and a 3.1.1 publisher is disconnected.
+func TestStoreFailureRefusesMessage(t *testing.T) {
+	ts := newTestStore()
+	s, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "durable", "t")
+	ts.mu.Lock()
+	ts.fail = errors.New("disk full")
+	ts.mu.Unlock()
+
+	p5 := dialRaw(t, addr, packet.V5)
+	p5.mustConnect("p5", true)
+	p5.publish("t", 1, false, 1, "x")
+	if a := p5.nextAck(packet.PUBACK); a.Reason != packet.QuotaExceeded {
+		t.Fatalf("PUBACK reason %#x, want 0x97", a.Reason)
+	}
+	p3 := dialRaw(t, addr, packet.V311)
+	p3.mustConnect("p3", true)
+	p3.publish("t", 1, false, 1, "x")
+	if seen := p3.closed(); len(seen) != 0 {
+		t.Fatalf("3.1.1 publisher got %v, want the connection closed", seen)
+	}
+	if s.Stats().StoreFailures < 2 {
+		t.Fatalf("store failures %d", s.Stats().StoreFailures)
+	}
+}
+
+// TestSnapshotRestore: a second server on the same store resumes the
+// persistent session with its subscription and queued message, and has the
+// retained message.
+func TestSnapshotRestore(t *testing.T) {
+	ts := newTestStore()
+	s1, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "durable", "t/#")
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", true)
+	pub.publish("t/q", 1, false, 1, "queued")
+	pub.nextAck(packet.PUBACK)
+	pub.publish("t/r", 1, true, 2, "retained")
+	pub.nextAck(packet.PUBACK)
+	pub.publish("t/q2", 2, false, 3, "qos2")
+	pub.nextAck(packet.PUBREC)
+	pub.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 3})
+	pub.nextAck(packet.PUBCOMP)
+	shutdown(t, s1)
+
+	s2, addr2 := startServer(t, nil, Options{Store: ts})
+	if st := s2.Stats(); st.Queued != 3 || st.Retained != 1 || st.ClientsDisconnected != 1 {
+		t.Fatalf("restored stats %+v", st)
+	}
+	c := dialRaw(t, addr2, packet.V311)
+	if ack := c.mustConnect("durable", false); !ack.SessionPresent {
+		t.Fatal("session not restored")
+	}
+	var got []string
+	for range 3 {
+		p := c.nextPublish()
+		got = append(got, string(p.Payload))
+		if p.QoS == 2 {
+			c.send(&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID})
+			c.nextAck(packet.PUBREL)
+			c.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: p.PacketID})
+		} else {
+			c.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
+		}
+	}
+	if !slices.Equal(got, []string{"queued", "retained", "qos2"}) {
+		t.Fatalf("redelivered %q", got)
+	}
+	waitFor(t, "queue drained", func() bool { return s2.Stats().Queued == 0 })
+	sub := dialRaw(t, addr2, packet.V311)
+	sub.mustConnect("new", true)
+	sub.subscribe(1, "t/r", 1)
+	if p := sub.nextPublish(); string(p.Payload) != "retained" || !p.Retain {
+		t.Fatalf("retained after restart: %+v", p)
+	}
+}
