@@ -1,0 +1,15 @@
+// Package client is gatewayd's MQTT client: the one used by the upstream
+// bridge, the sensor drivers and gatewayctl. It speaks MQTT 3.1.1 and 5.0 over
+// TCP, TLS, WebSocket and secure WebSocket, or over any net.Conn a Dialer hands
+// it (net.Pipe for in-process users).
+//
+// A Client keeps one session: QoS 1 and 2 messages not yet acknowledged survive
+// a lost connection and are sent again (with DUP set) when the client comes
+// back, within the server's Receive Maximum. Received messages are passed to
+// handlers in the order they arrived, one at a time, on a single goroutine per
+// client.
+//
+// What the package must never do: acknowledge a received QoS 1 or 2 message
+// before its handler has returned, deliver a received QoS 2 message twice
+// within a session, or reuse a packet identifier that is still in flight.
+package client
