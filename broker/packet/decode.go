@@ -200,7 +200,7 @@ func (d *Decoder) decodeConnect(r *reader) (Packet, error) {
 		if p.WillTopic, err = r.str("will topic"); err != nil {
 			return nil, err
 		}
-		if err := ValidTopicName(p.WillTopic); err != nil {
+		if err := validTopicName(p.WillTopic, false); err != nil {
 			return nil, &Error{TopicNameInvalid, "will topic: " + err.(*Error).Rule}
 		}
 		if p.WillPayload, err = r.bin("will payload"); err != nil {
@@ -311,7 +311,7 @@ func (d *Decoder) decodePublish(flags byte, r *reader) (Packet, error) {
 	}
 	if len(p.Topic) == 0 && d.Version == V5 && p.Props.Has(PropTopicAlias) {
 		// An empty topic name with a topic alias refers to an earlier topic.
-	} else if err := ValidTopicName(p.Topic); err != nil {
+	} else if err := validTopicName(p.Topic, false); err != nil {
 		return nil, err
 	}
 	p.Payload = r.rest()
@@ -399,7 +399,7 @@ func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := ValidTopicFilter(f); err != nil {
+		if err := validTopicFilter(f, false); err != nil {
 			return nil, err
 		}
 		s := Subscription{Filter: f, QoS: o & 0x03}
@@ -473,9 +473,6 @@ func validSubackReason(r ReasonCode, v Version) bool {
 	return false
 }
 
-// GrantedQoS0 is the SUBACK reason code granting QoS 0 (the same value as Success).
-const GrantedQoS0 = Success
-
 func (d *Decoder) decodeUnsubscribe(r *reader) (Packet, error) {
 	p := &d.unsubscribe
 	p.Props.Reset()
@@ -500,7 +497,7 @@ func (d *Decoder) decodeUnsubscribe(r *reader) (Packet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := ValidTopicFilter(f); err != nil {
+		if err := validTopicFilter(f, false); err != nil {
 			return nil, err
 		}
 		p.Filters = append(p.Filters, f)

@@ -452,8 +452,8 @@ func (p *Subscribe) Append(dst []byte, v Version) ([]byte, error) {
 
 // Suback
 
-// Append appends the SUBACK packet. In 3.1.1 the reasons are 0, 1, 2 or 0x80;
-// in 3.1, 0, 1 or 2.
+// Append appends the SUBACK packet. In 3.1 and 3.1.1 the reasons are the
+// granted QoS 0, 1 or 2, or the failure 0x80.
 func (p *Suback) Append(dst []byte, v Version) ([]byte, error) {
 	if err := checkVersion(v); err != nil {
 		return dst, err

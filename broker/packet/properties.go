@@ -321,8 +321,8 @@ func (p *Properties) validate(t Type, v Version) error {
 		id := bits.TrailingZeros64(rest)
 		switch propInfo[id].kind {
 		case kindString:
-			if err := checkString(*p.bytesField(byte(id)), "property "+hex2(byte(id))); err != nil {
-				return err
+			if err := checkString(*p.bytesField(byte(id)), "property"); err != nil {
+				return malformed(err.(*Error).Rule + " (property " + hex2(byte(id)) + ")")
 			}
 		case kindBinary:
 			if len(*p.bytesField(byte(id))) > 65535 {

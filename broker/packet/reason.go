@@ -51,6 +51,9 @@ const (
 	WildcardSubscriptionsNotSupported   ReasonCode = 0xA2
 )
 
+// GrantedQoS0 is the SUBACK reason code granting QoS 0 (the same value as Success).
+const GrantedQoS0 = Success
+
 // MQTT 3.1/3.1.1 CONNACK return codes.
 const (
 	V3Accepted                   ReasonCode = 0x00

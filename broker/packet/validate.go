@@ -32,18 +32,26 @@ func ValidUTF8(b []byte) error {
 // ValidTopicName checks a topic name in PUBLISH or a will: at least one
 // character ([MQTT-4.7.3-1]), no wildcard characters ([MQTT-3.3.2-2]), valid
 // UTF-8 and at most 65535 bytes. It returns an *Error with TopicNameInvalid.
-func ValidTopicName(t []byte) error {
+func ValidTopicName(t []byte) error { return validTopicName(t, true) }
+
+// validTopicName is ValidTopicName; checkUTF8 is false when the decoder has
+// already checked the string.
+func validTopicName(t []byte, checkUTF8 bool) error {
 	if len(t) == 0 {
 		return &Error{TopicNameInvalid, "[MQTT-4.7.3-1] topic name is empty"}
 	}
 	if len(t) > 65535 {
 		return &Error{TopicNameInvalid, "[MQTT-4.7.3-3] topic name of " + itoa(len(t)) + " bytes is longer than 65535"}
 	}
-	if i := bytes.IndexAny(t, "+#"); i >= 0 {
-		return &Error{TopicNameInvalid, "[MQTT-3.3.2-2] topic name contains a wildcard at byte " + itoa(i)}
+	for i, c := range t {
+		if c == '+' || c == '#' {
+			return &Error{TopicNameInvalid, "[MQTT-3.3.2-2] topic name contains a wildcard at byte " + itoa(i)}
+		}
 	}
-	if err := ValidUTF8(t); err != nil {
-		return &Error{TopicNameInvalid, err.(*Error).Rule}
+	if checkUTF8 {
+		if err := ValidUTF8(t); err != nil {
+			return &Error{TopicNameInvalid, err.(*Error).Rule}
+		}
 	}
 	return nil
 }
@@ -54,7 +62,11 @@ func ValidTopicName(t []byte) error {
 // starting with "$share/" must be $share/{group}/{filter} with a non-empty
 // group free of '/', '+' and '#' ([MQTT-4.8.2-1], [MQTT-4.8.2-2]). It returns
 // an *Error with TopicFilterInvalid.
-func ValidTopicFilter(f []byte) error {
+func ValidTopicFilter(f []byte) error { return validTopicFilter(f, true) }
+
+// validTopicFilter is ValidTopicFilter; checkUTF8 is false when the decoder
+// has already checked the string.
+func validTopicFilter(f []byte, checkUTF8 bool) error {
 	if bytes.HasPrefix(f, sharePrefix) {
 		rest := f[len(sharePrefix):]
 		slash := bytes.IndexByte(rest, '/')
@@ -65,7 +77,7 @@ func ValidTopicFilter(f []byte) error {
 		if len(group) == 0 {
 			return &Error{TopicFilterInvalid, "[MQTT-4.8.2-1] shared subscription has an empty share name"}
 		}
-		if bytes.IndexAny(group, "+#") >= 0 {
+		if bytes.ContainsAny(group, "+#") {
 			return &Error{TopicFilterInvalid, "[MQTT-4.8.2-2] share name contains a wildcard"}
 		}
 		f = rest[slash+1:]
@@ -91,8 +103,10 @@ func ValidTopicFilter(f []byte) error {
 			}
 		}
 	}
-	if err := ValidUTF8(f); err != nil {
-		return &Error{TopicFilterInvalid, err.(*Error).Rule}
+	if checkUTF8 {
+		if err := ValidUTF8(f); err != nil {
+			return &Error{TopicFilterInvalid, err.(*Error).Rule}
+		}
 	}
 	return nil
 }
