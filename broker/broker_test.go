@@ -185,8 +185,8 @@ func (r *rawClient) closed() []packet.Type {
 	}
 }
 
-// connect sends CONNECT and returns the CONNACK.
-func (r *rawClient) connect(c *packet.Connect) *packet.Connack {
+// sendConnect sends CONNECT in the client's protocol version.
+func (r *rawClient) sendConnect(c *packet.Connect) {
 	r.t.Helper()
 	c.Version = r.v
 	if c.ProtocolName == nil {
@@ -196,6 +196,12 @@ func (r *rawClient) connect(c *packet.Connect) *packet.Connack {
 		}
 	}
 	r.send(c)
+}
+
+// connect sends CONNECT and returns the CONNACK.
+func (r *rawClient) connect(c *packet.Connect) *packet.Connack {
+	r.t.Helper()
+	r.sendConnect(c)
 	p := r.next()
 	ack, ok := p.(*packet.Connack)
 	if !ok {
