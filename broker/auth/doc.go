@@ -1,0 +1,79 @@
+// Package auth holds the broker's password file, access control list and
+// failed-login throttle. It reads Mosquitto's password_file and acl_file
+// formats, so a gateway moving from Mosquitto keeps its files.
+//
+// It must never log, return or store a password in clear, never compare a
+// secret with ==, and never import package broker: the broker adapts these
+// types to its Authenticator and Authorizer, and tools such as the passwd
+// command use them alone.
+//
+// # Password file
+//
+// One entry a line, user:hash. Blank lines and lines starting with '#' are
+// ignored and kept when the file is rewritten. A user name may not contain ':'
+// and may appear once. The hash is one of:
+//
+//	$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>    gatewayd (PHC string form, unpadded base64)
+//	$7$<iterations>$<salt>$<hash>                    Mosquitto 2.0 default: PBKDF2-HMAC-SHA512
+//	$6$<salt>$<hash>                                  older Mosquitto: SHA-512 of password then salt
+//
+// Salts and hashes are standard base64, padded or not. New entries (SetPassword,
+// HashPassword) are argon2id with 19 MiB of memory, 2 passes and 1 lane,
+// OWASP's recommended minimum; a password checked against it costs about
+// 30 ms of one CPU on a 2020s x86 server core and several times that on a
+// Raspberry Pi (see BenchmarkCheckArgon2id). $6$ entries are accepted but
+// are weak; rewrite them with gatewayd's passwd command. Plain-text
+// passwords are refused.
+//
+// A check for a user not in the file spends the same work on a dummy entry of
+// the file's most common kind, so that timing does not tell which user names
+// exist.
+//
+// # ACL file
+//
+// Mosquitto's acl_file format, one rule a line, '#' comments:
+//
+//	topic read public/#                 # anonymous clients: rules before any user line
+//	user alice                          # the rules below are alice's
+//	topic readwrite sensors/#
+//	topic deny sensors/secret
+//	pattern write devices/%c/status     # every client, %c = client ID
+//	pattern read users/%u/#             # every client, %u = user name
+//
+// A rule is "topic" or "pattern", an access word (read, write, readwrite or
+// deny; readwrite if left out), then a topic filter with the usual + and #
+// wildcards; the filter runs to the end of the line and may contain spaces.
+// "user <name>" starts a section: the topic lines after it apply to clients
+// logged in as that user; topic lines before the first user line apply to
+// anonymous clients (no user name, or an empty one) and to no one else.
+// Pattern lines apply to every client, wherever they stand. In pattern lines
+// %c and %u stand for the client ID and user name; each must fill a whole topic
+// level (devices/%c/status, not devices/%c-status, which is refused at load).
+//
+// A client is allowed an access if some rule that applies to it grants it and
+// no deny rule that applies to it matches, whatever the order of the lines
+// (Mosquitto stops at the first matching rule; gatewayd lets deny win).
+// Read covers receiving messages and subscribing; write covers publishing.
+// Following MQTT, wildcards at the first level do not match topics starting
+// with '$', so "topic read #" does not grant $SYS.
+//
+// A subscription is allowed when a read rule covers the whole filter (every
+// topic the filter matches, the rule matches too: sensors/# covers
+// sensors/+/temp, but not #) and no deny rule shares any topic with it (deny
+// sensors/secret refuses sensors/# and sensors/+, not sensors/public). Each
+// message is checked again on delivery. $share/<group>/<filter> is judged by
+// <filter>.
+//
+// A client ID or user name that is not a plain topic level (one containing
+// '/', '+', '#' or NUL, or starting with '$') is never filled in: a pattern
+// that would need it grants nothing, and a deny pattern that would need it
+// denies the client everything. A pattern needing %u for an anonymous client,
+// or %c for an empty client ID, does not apply to that client.
+//
+// # Throttle
+//
+// Throttle counts failed logins per IP address (per /64 for IPv6) and, after
+// a few, makes each further attempt from that address wait, doubling up to a
+// cap; a success forgives the address. It remembers a bounded number of
+// addresses.
+package auth
