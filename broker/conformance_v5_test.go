@@ -1,0 +1,229 @@
+package broker_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"gatewayd/broker"
+)
+
+// A message queued for an offline session is dropped once its Message Expiry
+// Interval has passed [MQTT-3.3.2-5]; one delivered later carries the
+// interval minus the time it waited [MQTT-3.3.2-6].
+func TestConformanceMessageExpiryV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	connect := func() *v5Client {
+		c, _ := dialV5(t, b, &paho.Connect{ClientID: "expiring", CleanStart: false,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: u32p(60)}})
+		return c
+	}
+	c := connect()
+	c.sub1(t, "exp/#", 1)
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("DISCONNECT: %v", err)
+	}
+
+	pub, _ := dialV5(t, b, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "exp/short", QoS: 1, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: u32p(1)}})
+	pub.pub(t, &paho.Publish{Topic: "exp/long", QoS: 1, Payload: []byte("long"), Properties: &paho.PublishProperties{MessageExpiry: u32p(60)}})
+	pub.pub(t, &paho.Publish{Topic: "exp/none", QoS: 1, Payload: []byte("none")})
+	time.Sleep(2 * time.Second) // longer than the 1 s expiry
+
+	before := b.Stats().DroppedExpired
+	c = connect()
+	long := c.in.waitPayload(t, "long")
+	c.in.waitPayload(t, "none")
+	pub.pub(t, &paho.Publish{Topic: "exp/fence", QoS: 1, Payload: []byte("fence")})
+	c.in.waitPayload(t, "fence")
+	if got := c.in.withPayload("short"); len(got) != 0 {
+		t.Errorf("message with Message Expiry Interval 1 s delivered after waiting 2 s offline [MQTT-3.3.2-5]: %v", got)
+	}
+	if long.Props == nil || long.Props.MessageExpiry == nil {
+		t.Errorf("queued message published with Message Expiry Interval 60 arrived without one [MQTT-3.3.2-6]")
+	} else if *long.Props.MessageExpiry > 58 {
+		t.Errorf("queued message waited 2 s but arrived with Message Expiry Interval %d, want at most 58 (60 minus the wait) [MQTT-3.3.2-6]", *long.Props.MessageExpiry)
+	}
+	if after := b.Stats().DroppedExpired; after <= before {
+		t.Errorf("Stats().DroppedExpired stayed at %d after an expired message was dropped, want it counted", after)
+	}
+}
+
+// Inbound topic aliases: a client sets an alias with the topic and then sends
+// the alias with an empty topic (section 3.3.2.3.4); subscribers see the
+// full topic both times.
+func TestConformanceTopicAliasInboundV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	sub := dialV3(t, b, "sub", 4, true)
+	sub.sub(t, "alias/#", 1)
+	pub, ca := dialV5(t, b, &paho.Connect{ClientID: "aliaser", CleanStart: true})
+	if ca.Properties == nil || ca.Properties.TopicAliasMaximum == nil || *ca.Properties.TopicAliasMaximum == 0 {
+		t.Fatalf("CONNACK Topic Alias Maximum absent or 0; want inbound aliases allowed (topic_alias_maximum default)")
+	}
+	pub.pub(t, &paho.Publish{Topic: "alias/long/topic/name", QoS: 1, Payload: []byte("first"), Properties: &paho.PublishProperties{TopicAlias: u16p(1)}})
+	pub.pub(t, &paho.Publish{Topic: "", QoS: 1, Payload: []byte("second"), Properties: &paho.PublishProperties{TopicAlias: u16p(1)}})
+	pub.pub(t, &paho.Publish{Topic: "alias/other", QoS: 0, Payload: []byte("third"), Properties: &paho.PublishProperties{TopicAlias: u16p(1)}})
+	pub.pub(t, &paho.Publish{Topic: "", QoS: 1, Payload: []byte("fourth"), Properties: &paho.PublishProperties{TopicAlias: u16p(1)}})
+	for payload, topic := range map[string]string{"first": "alias/long/topic/name", "second": "alias/long/topic/name", "third": "alias/other", "fourth": "alias/other"} {
+		if m := sub.in.waitPayload(t, payload); m.Topic != topic {
+			t.Errorf("message %q published with topic alias 1 arrived on %q, want %q", payload, m.Topic, topic)
+		}
+	}
+}
+
+// Outbound topic aliases: to a client that allows them (Topic Alias Maximum
+// in CONNECT) the broker may send the topic once with an alias and then the
+// alias with an empty topic; never an alias above the client's maximum, and
+// none to a client that did not allow them [MQTT-3.3.2-10], [MQTT-3.3.2-11].
+func TestConformanceTopicAliasOutboundV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	c := dialRaw(t, b, "allows aliases")
+	c.connect(connectSpec{Version: 5, ClientID: "alias-ok", Clean: true, KeepAlive: 30, Props: [][]byte{pU16(propTopicAliasMaximum, 5)}})
+	c.subscribe(nil, rawSub{Filter: "oa/#", Options: 0})
+	no := dialRaw(t, b, "no aliases")
+	no.connect(connectSpec{Version: 5, ClientID: "alias-no", Clean: true, KeepAlive: 30})
+	no.subscribe(nil, rawSub{Filter: "oa/#", Options: 0})
+
+	pub := dialV3(t, b, "pub", 4, true)
+	for _, p := range []string{"one", "two", "three"} {
+		pub.pub(t, "oa/some/long/topic", 0, false, p)
+	}
+	var alias uint32
+	for i, want := range []string{"one", "two", "three"} {
+		p := c.expectPublish()
+		if p.Payload != want {
+			t.Fatalf("message %d: payload %q, want %q", i, p.Payload, want)
+		}
+		a, has := p.Props.num(propTopicAlias)
+		if has && (a == 0 || a > 5) {
+			t.Errorf("broker sent Topic Alias %d to a client with Topic Alias Maximum 5 [MQTT-3.3.2-10]", a)
+		}
+		switch i {
+		case 0:
+			if !has || p.Topic != "oa/some/long/topic" {
+				t.Errorf("first message to a client allowing 5 aliases: topic %q alias %v; want the topic with an alias set", p.Topic, aliasOf(a, has))
+			}
+			alias = a
+		default:
+			if !has || a != alias || p.Topic != "" {
+				t.Errorf("message %d on the same topic: topic %q alias %v; want an empty topic and alias %d", i+1, p.Topic, aliasOf(a, has), alias)
+			}
+		}
+	}
+	for i := range 3 {
+		p := no.expectPublish()
+		if a, has := p.Props.num(propTopicAlias); has || p.Topic != "oa/some/long/topic" {
+			t.Errorf("message %d to a client that allows no aliases: topic %q alias %v; want the full topic and no alias [MQTT-3.3.2-11]", i+1, p.Topic, aliasOf(a, has))
+		}
+	}
+}
+
+func aliasOf(a uint32, has bool) any {
+	if !has {
+		return "none"
+	}
+	return a
+}
+
+// A client's Maximum Packet Size is never exceeded: a larger message is
+// dropped for that client, as if sent [MQTT-3.1.2-24], [MQTT-3.1.2-25], and
+// the drop is counted; smaller ones still arrive.
+func TestConformanceMaximumPacketSizeOutboundV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	small, _ := dialV5(t, b, &paho.Connect{ClientID: "small", CleanStart: true,
+		Properties: &paho.ConnectProperties{MaximumPacketSize: u32p(128)}})
+	small.sub1(t, "mps/#", 1)
+	big, _ := dialV5(t, b, &paho.Connect{ClientID: "big", CleanStart: true})
+	big.sub1(t, "mps/#", 1)
+
+	before := b.Stats().DroppedTooLarge
+	pub := dialV3(t, b, "pub", 4, true)
+	large := strings.Repeat("x", 1000)
+	pub.pub(t, "mps/t", 1, false, large)
+	pub.pub(t, "mps/t", 0, false, strings.Repeat("y", 500))
+	pub.pub(t, "mps/t", 1, false, "small")
+	small.in.waitPayload(t, "small")
+	big.in.waitPayload(t, "small")
+	if len(big.in.withPayload(large)) != 1 {
+		t.Errorf("client without a Maximum Packet Size did not get the 1000-byte message")
+	}
+	for _, m := range small.in.all() {
+		if len(m.Payload) > 100 {
+			t.Errorf("client with Maximum Packet Size 128 received a %d-byte payload [MQTT-3.1.2-24]", len(m.Payload))
+		}
+	}
+	if after := b.Stats().DroppedTooLarge; after < before+2 {
+		t.Errorf("Stats().DroppedTooLarge went from %d to %d after two messages were too large for a client, want +2", before, after)
+	}
+}
+
+// Request Response Information: when asked, CONNACK carries Response
+// Information; when not asked, it must not [MQTT-3.1.2-28].
+func TestConformanceResponseInformationV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	_, ca := dialV5(t, b, &paho.Connect{ClientID: "asks", CleanStart: true, Properties: &paho.ConnectProperties{RequestResponseInfo: true}})
+	if ca.Properties == nil || ca.Properties.ResponseInfo == "" {
+		t.Errorf("CONNECT with Request Response Information 1: CONNACK has no Response Information")
+	}
+	_, ca = dialV5(t, b, &paho.Connect{ClientID: "does-not-ask", CleanStart: true})
+	if ca.Properties != nil && ca.Properties.ResponseInfo != "" {
+		t.Errorf("CONNECT without Request Response Information: CONNACK has Response Information %q, want none [MQTT-3.1.2-28]", ca.Properties.ResponseInfo)
+	}
+}
+
+// Application properties reach subscribers unchanged: User Properties in
+// order [MQTT-3.3.2-17], [MQTT-3.3.2-18], Payload Format Indicator
+// [MQTT-3.3.2-4], Content Type [MQTT-3.3.2-20], Response Topic
+// [MQTT-3.3.2-15] and Correlation Data [MQTT-3.3.2-16]; a request/response
+// exchange works with them.
+func TestConformancePublishPropertiesPassedThroughV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	responder, _ := dialV5(t, b, &paho.Connect{ClientID: "responder", CleanStart: true})
+	responder.sub1(t, "req/+", 1)
+	requester, _ := dialV5(t, b, &paho.Connect{ClientID: "requester", CleanStart: true})
+	requester.sub1(t, "resp/requester", 1)
+
+	user := paho.UserProperties{{Key: "b", Value: "2"}, {Key: "a", Value: "1"}, {Key: "b", Value: "3"}}
+	requester.pub(t, &paho.Publish{Topic: "req/temp", QoS: 1, Payload: []byte(`{"q":"temp"}`), Properties: &paho.PublishProperties{
+		PayloadFormat:   bytep(1),
+		ContentType:     "application/json",
+		ResponseTopic:   "resp/requester",
+		CorrelationData: []byte{0x00, 0x01, 0xfe},
+		User:            user,
+	}})
+	req := responder.in.waitPayload(t, `{"q":"temp"}`)
+	p := req.Props
+	if p == nil {
+		t.Fatalf("request arrived without properties")
+	}
+	if p.PayloadFormat == nil || *p.PayloadFormat != 1 {
+		t.Errorf("Payload Format Indicator %v, want 1", p.PayloadFormat)
+	}
+	if p.ContentType != "application/json" {
+		t.Errorf("Content Type %q, want application/json", p.ContentType)
+	}
+	if p.ResponseTopic != "resp/requester" {
+		t.Errorf("Response Topic %q, want resp/requester", p.ResponseTopic)
+	}
+	if string(p.CorrelationData) != "\x00\x01\xfe" {
+		t.Errorf("Correlation Data % x, want 00 01 fe", p.CorrelationData)
+	}
+	if !slices.Equal(p.User, user) {
+		t.Errorf("User Properties %v, want %v (same order, duplicates kept)", p.User, user)
+	}
+
+	responder.pub(t, &paho.Publish{Topic: p.ResponseTopic, QoS: 1, Payload: []byte("21.5"), Properties: &paho.PublishProperties{CorrelationData: p.CorrelationData}})
+	resp := requester.in.waitPayload(t, "21.5")
+	if resp.Props == nil || string(resp.Props.CorrelationData) != "\x00\x01\xfe" {
+		t.Errorf("response lost its Correlation Data")
+	}
+
+	// The same properties reach a 3.1.1 subscriber as a plain message.
+	old := dialV3(t, b, "old", 4, true)
+	old.sub(t, "req/+", 1)
+	requester.pub(t, &paho.Publish{Topic: "req/x", QoS: 1, Payload: []byte("to old"), Properties: &paho.PublishProperties{User: user, ContentType: "text/plain"}})
+	old.in.waitPayload(t, "to old")
+}
