@@ -1,0 +1,318 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"gatewayd/broker/packet"
+)
+
+// stateLog records OnConnectionChange calls and lets a test wait for one.
+type stateLog struct {
+	mu      sync.Mutex
+	changes []State
+	errs    []error
+	ch      chan State
+}
+
+func newStateLog() *stateLog { return &stateLog{ch: make(chan State, 1000)} }
+
+func (l *stateLog) record(s State, err error) {
+	l.mu.Lock()
+	l.changes = append(l.changes, s)
+	l.errs = append(l.errs, err)
+	l.mu.Unlock()
+	l.ch <- s
+}
+
+// wait returns when the state s has been entered (again).
+func (l *stateLog) wait(t *testing.T, s State) {
+	t.Helper()
+	for {
+		select {
+		case got := <-l.ch:
+			if got == s {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("state %v never reached", s)
+		}
+	}
+}
+
+func (l *stateLog) lastErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.errs) - 1; i >= 0; i-- {
+		if l.errs[i] != nil {
+			return l.errs[i]
+		}
+	}
+	return nil
+}
+
+var fastBackoff = Backoff{Base: 10 * time.Millisecond, Cap: 200 * time.Millisecond}
+
+func TestReconnectAfterBrokerRestartResubscribes(t *testing.T) {
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			mq := startMosquitto(t, "")
+			states := newStateLog()
+			got := newCollector()
+			c := connect(t, Options{URL: mq.URL(), Protocol: ver.v, ClientID: "bridge", CleanStart: true,
+				AutoReconnect: true, Backoff: fastBackoff, OnConnectionChange: states.record})
+			if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "cmd/#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			mq.stop()
+			states.wait(t, StateDisconnected)
+			// Published while the broker is down: queued, sent after the
+			// reconnection, acknowledged then.
+			done := make(chan error, 1)
+			c.PublishAsync(&Message{Topic: "cmd/queued", Payload: []byte("while down"), QoS: 1}, func(err error) { done <- err })
+			mq.start()
+			states.wait(t, StateConnected)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			// The subscription was renewed (mosquitto kept no session), so
+			// the queued message came back to us through it.
+			if m := got.next(t); m.Topic != "cmd/queued" {
+				t.Fatalf("got %+v", m)
+			}
+			other := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			if err := other.Publish(testCtx(t), &Message{Topic: "cmd/after", Payload: []byte("x"), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if m := got.next(t); m.Topic != "cmd/after" {
+				t.Fatalf("got %+v", m)
+			}
+		})
+	}
+}
+
+func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			mq := startMosquitto(t, "")
+			px := newProxy(t, mq.Addr())
+			got := newCollector()
+			watcher := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "dup/#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			states := newStateLog()
+			c := connect(t, Options{URL: px.URL(), Protocol: ver.v, ClientID: "dup-client", CleanStart: true,
+				SessionExpiry: time.Hour, AutoReconnect: true, Backoff: fastBackoff, OnConnectionChange: states.record})
+			if v := ver.v; v == packet.V311 {
+				// 3.1.1 keeps the session only with the clean session flag off.
+				c.Disconnect(testCtx(t))
+				c = connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "dup-client", AutoReconnect: true,
+					Backoff: fastBackoff, OnConnectionChange: states.record})
+			}
+			px.setDrop(func(t packet.Type) bool { return t == packet.PUBACK })
+			done := make(chan error, 1)
+			c.PublishAsync(&Message{Topic: "dup/x", Payload: []byte("once"), QoS: 1}, func(err error) { done <- err })
+			<-px.dropped
+			px.setDrop(nil)
+			px.killConns()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-testCtx(t).Done():
+				t.Fatal("publish never acknowledged after the reconnection")
+			}
+			pubs := px.sentPackets(packet.PUBLISH)
+			if len(pubs) != 2 || pubs[0].h.Flags&0x08 != 0 || pubs[1].h.Flags&0x08 == 0 || pubs[0].id() != pubs[1].id() {
+				t.Fatalf("client sent %d PUBLISH %+v, want the message then its DUP with the same id", len(pubs), pubs)
+			}
+			if m := got.next(t); string(m.Payload) != "once" {
+				t.Fatalf("got %+v", m)
+			}
+		})
+	}
+}
+
+func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			mq := startMosquitto(t, "")
+			px := newProxy(t, mq.Addr())
+			got := newCollector()
+			watcher := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "q2/#", QoS: 2}); err != nil {
+				t.Fatal(err)
+			}
+			opts := Options{URL: px.URL(), Protocol: ver.v, ClientID: "q2-client", SessionExpiry: time.Hour,
+				AutoReconnect: true, Backoff: fastBackoff}
+			c := connect(t, opts)
+			px.setDrop(func(t packet.Type) bool { return t == packet.PUBCOMP })
+			done := make(chan error, 1)
+			c.PublishAsync(&Message{Topic: "q2/x", Payload: []byte("exactly once"), QoS: 2}, func(err error) { done <- err })
+			<-px.dropped
+			px.setDrop(nil)
+			px.killConns()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if n := len(px.sentPackets(packet.PUBLISH)); n != 1 {
+				t.Fatalf("PUBLISH sent %d times; after PUBREC only PUBREL is resent", n)
+			}
+			rels := px.sentPackets(packet.PUBREL)
+			if len(rels) != 2 || rels[0].id() != rels[1].id() {
+				t.Fatalf("PUBREL sent %d times, want twice with the same id", len(rels))
+			}
+			if m := got.next(t); string(m.Payload) != "exactly once" {
+				t.Fatalf("got %+v", m)
+			}
+			// Exactly once: nothing else arrives before a later marker.
+			c.Publish(testCtx(t), &Message{Topic: "q2/marker", QoS: 2})
+			if m := got.next(t); m.Topic != "q2/marker" {
+				t.Fatalf("got %s %q twice", m.Topic, m.Payload)
+			}
+		})
+	}
+}
+
+func TestPingTimeoutDeclaresConnectionDead(t *testing.T) {
+	mq := startMosquitto(t, "")
+	px := newProxy(t, mq.Addr())
+	states := newStateLog()
+	connect(t, Options{URL: px.URL(), KeepAlive: time.Second, PingTimeout: time.Second, OnConnectionChange: states.record})
+	// The server goes silent: nothing it sends gets through.
+	px.setDrop(func(packet.Type) bool { return true })
+	states.wait(t, StateDisconnected)
+	if err := states.lastErr(); !errors.Is(err, ErrPingTimeout) {
+		t.Fatalf("connection ended with %v, want ErrPingTimeout", err)
+	}
+	if n := len(px.sentPackets(packet.PINGREQ)); n == 0 {
+		t.Fatal("no PINGREQ sent")
+	}
+}
+
+func TestKeepAliveKeepsIdleConnection(t *testing.T) {
+	mq := startMosquitto(t, "")
+	px := newProxy(t, mq.Addr())
+	states := newStateLog()
+	connect(t, Options{URL: px.URL(), KeepAlive: time.Second, OnConnectionChange: states.record})
+	// Wait for two PINGREQs answered; the connection stays up.
+	ctx := testCtx(t)
+	for len(px.sentPackets(packet.PINGREQ)) < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("fewer than two PINGREQ sent")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case s := <-states.ch:
+		if s != StateConnecting && s != StateConnected {
+			t.Fatalf("state changed to %v: %v", s, states.lastErr())
+		}
+	default:
+	}
+}
+
+// TestBackoffFullJitter starts 100 clients against a port that refuses
+// connections and checks the waits they draw before retrying: spread over
+// [0, min(cap, base*2^n)], averaging about half the bound, not in lockstep.
+func TestBackoffFullJitter(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := "mqtt://" + l.Addr().String()
+	l.Close()
+
+	const clients, attempts = 100, 4
+	bo := Backoff{Base: 4 * time.Millisecond, Cap: 20 * time.Millisecond}
+	var mu sync.Mutex
+	waits := make([][]time.Duration, attempts)
+	var wg sync.WaitGroup
+	for range clients {
+		ctx, cancel := context.WithCancel(context.Background())
+		var seen int
+		c, err := New(Options{URL: refusing, AutoReconnect: true, Backoff: bo,
+			OnReconnectWait: func(n int, d time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				if n < attempts {
+					waits[n] = append(waits[n], d)
+				}
+				if seen++; seen == attempts {
+					cancel()
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			if err := c.Connect(ctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("Connect to a refusing port: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for n, ws := range waits {
+		bound := bo.Bound(n)
+		if want := min(bo.Cap, bo.Base<<n); bound != want {
+			t.Fatalf("bound %d = %v, want %v", n, bound, want)
+		}
+		if len(ws) != clients {
+			t.Fatalf("attempt %d: %d waits, want %d", n, len(ws), clients)
+		}
+		distinct := map[time.Duration]bool{}
+		var sum float64
+		for _, d := range ws {
+			if d < 0 || d > bound {
+				t.Fatalf("attempt %d: wait %v outside [0, %v]", n, d, bound)
+			}
+			distinct[d] = true
+			sum += float64(d)
+		}
+		// The mean of 100 uniform draws on [0, b] is b/2 with a standard
+		// deviation of b/sqrt(1200) ≈ 0.029 b: 0.35..0.65 is > 5 sigma.
+		mean := sum / clients / float64(bound)
+		if mean < 0.35 || mean > 0.65 {
+			t.Errorf("attempt %d: mean wait %.2f of the bound, want about 0.5", n, mean)
+		}
+		if len(distinct) < clients*9/10 {
+			t.Errorf("attempt %d: only %d distinct waits among %d clients", n, len(distinct), clients)
+		}
+		// Spread: each quarter of [0, bound] gets some clients.
+		var quarters [4]int
+		for _, d := range ws {
+			quarters[min(3, int(4*float64(d)/float64(bound)))]++
+		}
+		for q, k := range quarters {
+			if k < 5 {
+				t.Errorf("attempt %d: quarter %d of the range holds %d of %d waits", n, q, k, clients)
+			}
+		}
+	}
+}
+
+func TestBackoffBound(t *testing.T) {
+	bo := Backoff{Base: time.Second, Cap: time.Minute}
+	for n, want := range []time.Duration{1, 2, 4, 8, 16, 32, 60, 60} {
+		if got := bo.Bound(n); got != want*time.Second {
+			t.Errorf("Bound(%d) = %v, want %v s", n, got, want)
+		}
+	}
+	if got := bo.Bound(math.MaxInt32); got != time.Minute {
+		t.Errorf("Bound(huge) = %v", got)
+	}
+	if got := (Backoff{}).Bound(0); got != time.Second {
+		t.Errorf("zero Backoff Bound(0) = %v, want the 1 s default", got)
+	}
+}
