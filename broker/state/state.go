@@ -10,6 +10,41 @@
 //
 // A Store must never call done before what the batch describes is as durable as
 // the store promises, and must never block the caller of Commit on disk I/O.
+//
+// # Durable
+//
+// Durable keeps the state under one directory as an append-only log of
+// CRC-32C checked records. One writer goroutine takes every batch queued since
+// its last fsync, writes them as one record, fdatasyncs once and then calls
+// each done (group commit). At start-up the log is replayed; a torn last record
+// (a crash or power cut during an append) is cut off; a store damaged in any
+// other way is moved aside and the broker starts empty rather than not at all.
+// Compaction writes the live state as a snapshot from another goroutine, after
+// the writer has rolled to a new log, and switches to it with rename and a
+// directory fsync; the logs it replaces are then deleted. Live data is bounded
+// by DurableOptions.MaxBytes (ErrQuotaExceeded).
+//
+// Why a log and not go.etcd.io/bbolt: SD card wear. Both were measured with the
+// same batches and the same group commit (BenchmarkDurableCommit,
+// BenchmarkBboltCommit; durable QoS 1 to a persistent session, a 23-byte topic
+// and a 64-byte payload, ext4):
+//
+//	committers                 1        8       64
+//	log    bytes written/msg   163      157      155   (1.8-1.9 × topic+payload)
+//	       page bytes/msg     4299     1192      284
+//	       fsyncs/msg         1.01     0.25    0.032
+//	bbolt  bytes written/msg 12362     4121     1129   (13-142 × topic+payload)
+//	       page bytes/msg    28844     8256     1649
+//	       fsyncs/msg         2.01     0.50    0.063
+//
+// "bytes written" is what the store hands to write(2); "page bytes" is what
+// the kernel dirties and the device must write (whole 4 KiB pages, before the
+// file system's journal). bbolt copies every B+tree page it touches and a meta
+// page per transaction and fsyncs twice; the log writes each byte once, plus
+// the live state again at each compaction (at most once per CompactBytes of log
+// beyond the live size). An append of less than a page still costs the device a
+// page per fsync, which is why group commit matters on an SD card: with 64
+// publishers the device writes about 300 bytes per message instead of 4 KiB.
 package state
 
 import "time"
