@@ -206,3 +206,46 @@ func TestValidUTF8(t *testing.T) {
 		}
 	}
 }
+
+// A refusal decided in MQTT 5.0 terms reaches a 3.1.1 client as the nearest
+// return code of MQTT 3.1.1 table 3.1.
+func TestConnackCodeV3(t *testing.T) {
+	for r, want := range map[ReasonCode]ReasonCode{
+		Success:                    V3Accepted,
+		UnsupportedProtocolVersion: V3RefusedProtocolVersion,
+		ClientIdentifierNotValid:   V3RefusedIdentifierRejected,
+		ServerBusy:                 V3RefusedServerUnavailable,
+		BadUserNameOrPassword:      V3RefusedBadUsernamePassword,
+		NotAuthorized:              V3RefusedNotAuthorized,
+		Banned:                     V3RefusedNotAuthorized,
+	} {
+		got := ConnackCodeV3(r)
+		if got != want {
+			t.Errorf("ConnackCodeV3(%#x) = %#x, want %#x", r, got, want)
+		}
+		b, err := (&Connack{Reason: got}).Append(nil, V311)
+		if err != nil || !bytes.Equal(b, bs(0x20, 0x02, 0x00, byte(want))) {
+			t.Errorf("CONNACK %#x = % x, %v", want, b, err)
+		}
+	}
+}
+
+func TestPacketTypes(t *testing.T) {
+	for _, c := range []struct {
+		p    Packet
+		want Type
+		name string
+	}{
+		{&Connect{}, CONNECT, "CONNECT"}, {&Connack{}, CONNACK, "CONNACK"}, {&Publish{}, PUBLISH, "PUBLISH"},
+		{&Ack{Kind: PUBREL}, PUBREL, "PUBREL"}, {&Subscribe{}, SUBSCRIBE, "SUBSCRIBE"}, {&Suback{}, SUBACK, "SUBACK"},
+		{&Unsubscribe{}, UNSUBSCRIBE, "UNSUBSCRIBE"}, {&Unsuback{}, UNSUBACK, "UNSUBACK"}, {&Pingreq{}, PINGREQ, "PINGREQ"},
+		{&Pingresp{}, PINGRESP, "PINGRESP"}, {&Disconnect{}, DISCONNECT, "DISCONNECT"}, {&Auth{}, AUTH, "AUTH"},
+	} {
+		if c.p.Type() != c.want || c.want.String() != c.name {
+			t.Errorf("%T: Type() = %v (%q), want %v", c.p, c.p.Type(), c.p.Type().String(), c.name)
+		}
+	}
+	if s := Type(16).String(); s != "type 16" {
+		t.Errorf("Type(16).String() = %q", s)
+	}
+}
