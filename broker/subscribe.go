@@ -135,4 +135,3 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 	t.commit(nil)
 	c.send(&packet.Unsuback{PacketID: p.PacketID, Reasons: reasons})
 }
-
