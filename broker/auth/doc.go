@@ -19,10 +19,12 @@
 //
 // Salts and hashes are standard base64, padded or not. New entries (SetPassword,
 // HashPassword) are argon2id with 19 MiB of memory, 2 passes and 1 lane,
-// OWASP's recommended minimum; a password checked against it costs about
-// 30 ms of one CPU on a 2020s x86 server core and several times that on a
-// Raspberry Pi (see BenchmarkCheckArgon2id). $6$ entries are accepted but
-// are weak; rewrite them with gatewayd's passwd command. Plain-text
+// OWASP's recommended minimum; BenchmarkCheckArgon2id measures a check (32 ms
+// of one core on the x86 development server; not yet measured on a Raspberry
+// Pi, where it will be slower). At most GOMAXPROCS checks run at once, so
+// logins hold at most GOMAXPROCS × 19 MiB however many arrive. Mosquitto 2.0.11 writes $7$ with only 101
+// iterations (0.1 ms a check) and $6$ is a single SHA-512: both are accepted
+// but weak against offline guessing; rewrite them with SetPassword. Plain-text
 // passwords are refused.
 //
 // A check for a user not in the file spends the same work on a dummy entry of
