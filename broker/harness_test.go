@@ -128,7 +128,19 @@ type message struct {
 }
 
 func (m message) String() string {
-	return fmt.Sprintf("%s %q qos=%d retain=%v dup=%v", m.Topic, m.Payload, m.QoS, m.Retain, m.Dup)
+	p := m.Payload
+	if len(p) > 40 {
+		p = fmt.Sprintf("%s...(%d bytes)", p[:40], len(p))
+	}
+	return fmt.Sprintf("%s %q qos=%d retain=%v dup=%v", m.Topic, p, m.QoS, m.Retain, m.Dup)
+}
+
+// summary lists at most 20 messages for a failure message.
+func summary(msgs []message) string {
+	if len(msgs) <= 20 {
+		return fmt.Sprint(msgs)
+	}
+	return fmt.Sprintf("%v ... %v (%d in all)", msgs[:10], msgs[len(msgs)-10:], len(msgs))
 }
 
 // inbox records the messages one client receives, in order.
@@ -161,7 +173,7 @@ func (b *inbox) waitFor(t *testing.T, what string, match func(message) bool) mes
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not received within %v; received instead: %v", what, waitTimeout, b.all())
+			t.Fatalf("%s: not received within %v; received instead: %s", what, waitTimeout, summary(b.all()))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -189,7 +201,7 @@ func (b *inbox) waitCount(t *testing.T, what string, n int, match func(message) 
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: want %d messages, got %d within %v: %v", what, n, len(got), waitTimeout, got)
+			t.Fatalf("%s: want %d messages, got %d within %v: %s", what, n, len(got), waitTimeout, summary(got))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
