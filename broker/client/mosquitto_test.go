@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -48,7 +49,13 @@ func startMosquitto(t *testing.T, extra string) *mosquitto {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
 	}
 	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t)}
-	m.writeConf(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", m.port) + extra)
+	// user: mosquitto started as root would otherwise switch to the
+	// "mosquitto" user, which cannot read the test's files.
+	me := "root"
+	if u, err := user.Current(); err == nil {
+		me = u.Username
+	}
+	m.writeConf(fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\n", me, m.port) + extra)
 	m.start()
 	t.Cleanup(m.kill)
 	return m
