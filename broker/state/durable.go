@@ -29,6 +29,8 @@ const (
 	DefaultCompactBytes = 4 << 20
 	DefaultMaxPending   = 1 << 16
 	DefaultCloseTimeout = 10 * time.Second
+
+	groupRecord = 1 << 20 // batches of one group commit per record, at most
 )
 
 // DurableOptions configures a Durable store. The zero value is usable.
@@ -435,7 +437,10 @@ func (d *Durable) commitGroup(group []pending) {
 			return
 		}
 	}
+	// Batches go into records of up to groupRecord bytes (a bigger batch gets
+	// a record of its own), all written together and fsynced once.
 	buf := append(d.buf[:0], make([]byte, recordHeader)...)
+	rec := 0 // start of the open record
 	var grow int64
 	accepted := group[:0:0]
 	for _, p := range group {
@@ -444,6 +449,15 @@ func (d *Durable) commitGroup(group []pending) {
 			p.done(fmt.Errorf("state: batch adding %d bytes to %d live: %w (max_bytes %d)",
 				p.grow, d.im.bytes+grow, ErrQuotaExceeded, d.opts.MaxBytes))
 			continue
+		}
+		if len(p.enc) > maxRecord {
+			p.done(fmt.Errorf("state: batch of %d bytes is larger than a record may be", len(p.enc)))
+			continue
+		}
+		if n := len(buf) - rec - recordHeader; n > 0 && n+len(p.enc) > groupRecord {
+			sealRecord(buf[rec:])
+			rec = len(buf)
+			buf = append(buf, make([]byte, recordHeader)...)
 		}
 		grow += p.grow
 		buf = append(buf, p.enc...)
@@ -456,7 +470,7 @@ func (d *Durable) commitGroup(group []pending) {
 	if len(accepted) == 0 {
 		return
 	}
-	sealRecord(buf)
+	sealRecord(buf[rec:])
 	err := d.write(d.f, buf)
 	if err == nil {
 		err = d.fdatasync(d.f)

@@ -685,3 +685,27 @@ func TestDurableDoneMayCommitAgain(t *testing.T) {
 	}
 	mustClose(t, d)
 }
+
+func TestDurableLargeGroupsSplitIntoRecords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	d := open(t, dir, DurableOptions{MaxBytes: -1})
+	want := newModel()
+	var bs []*Batch
+	for id := uint64(1); id <= 12; id++ {
+		bs = append(bs, &Batch{Ops: []Op{
+			{Kind: OpPutMessage, Message: plainMessage(id, 300<<10)},
+			{Kind: OpSetRetained, Topic: fmt.Sprintf("big/%d", id), MessageID: id},
+		}})
+	}
+	for i, err := range commitAll(d, bs) {
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		want.apply(bs[i])
+	}
+	d, got := reopen(t, d, DurableOptions{MaxBytes: -1})
+	defer mustClose(t, d)
+	if err := sameState(t, got, want.s); err != nil {
+		t.Fatal(err)
+	}
+}
