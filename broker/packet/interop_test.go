@@ -229,3 +229,20 @@ func TestPaho3ReadsOurPackets(t *testing.T) {
 		t.Errorf("paho read UNSUBACK as %v", u)
 	}
 }
+
+// Paho v0.23.0 writes AUTH with fixed-header flags 0001. MQTT 5.0
+// [MQTT-3.15.1-1] reserves those bits as 0000 and makes anything else a
+// malformed packet, so the decoder refuses it; the refusal names the rule so
+// an operator can tell why such a client is disconnected.
+func TestPaho5AuthFlagsAreMalformed(t *testing.T) {
+	cp := paho5.NewControlPacket(paho5.AUTH)
+	a := cp.Content.(*paho5.Auth)
+	a.ReasonCode = 0x18
+	a.Properties = &paho5.Properties{AuthMethod: "SCRAM-SHA-1"}
+	b := paho5Bytes(t, cp)
+	if b[0] != 0xF1 {
+		t.Skipf("this Paho writes AUTH as %#x now; nothing to check", b[0])
+	}
+	_, err := decodeAll(&Decoder{Version: V5}, b)
+	wantErr(t, err, MalformedPacket, "AUTH fixed header flags must be 0000, got 0001")
+}
