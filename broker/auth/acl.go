@@ -89,11 +89,7 @@ func parseACL(path, data string) (*ACL, error) {
 		if text == "" || text[0] == '#' {
 			continue
 		}
-		keyword, rest, _ := strings.Cut(text, " ")
-		if k, r, ok := strings.Cut(text, "\t"); ok && len(k) < len(keyword) {
-			keyword, rest = k, r
-		}
-		rest = strings.TrimSpace(rest)
+		keyword, rest := cutWord(text)
 		var err error
 		switch keyword {
 		case "user":
@@ -127,21 +123,30 @@ func parseACL(path, data string) (*ACL, error) {
 	return a, nil
 }
 
+// cutWord splits s at its first run of spaces and tabs.
+func cutWord(s string) (word, rest string) {
+	i := strings.IndexAny(s, " \t")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimLeft(s[i:], " \t")
+}
+
 // parseRule parses what follows "topic" or "pattern": an optional access
 // word, then the topic filter, which may contain spaces.
 func parseRule(keyword, rest string) (aclRule, error) {
 	r := aclRule{access: ReadWrite}
 	filter := rest
-	word, after, _ := strings.Cut(rest, " ")
+	word, after := cutWord(rest)
 	switch word {
 	case "read":
-		r.access, filter = Read, strings.TrimSpace(after)
+		r.access, filter = Read, after
 	case "write":
-		r.access, filter = Write, strings.TrimSpace(after)
+		r.access, filter = Write, after
 	case "readwrite":
-		r.access, filter = ReadWrite, strings.TrimSpace(after)
+		r.access, filter = ReadWrite, after
 	case "deny":
-		r.access, filter = Deny, strings.TrimSpace(after)
+		r.access, filter = Deny, after
 	}
 	if filter == "" {
 		return r, fmt.Errorf("%s: missing topic filter", keyword)
