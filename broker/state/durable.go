@@ -94,6 +94,11 @@ type Stats struct {
 
 // Durable is a Store that keeps the broker's state in an append-only log of
 // checksummed records under one directory; see the package documentation.
+//
+// It keeps its own copy of the live state in memory (about LiveBytes) to count
+// references, enforce MaxBytes and write snapshots without reading the log.
+// Commit never waits for the disk: when MaxPending batches are already queued
+// it fails the batch with ErrBusy (counted in Stats.BusyRejects) instead.
 type Durable struct {
 	dir  string
 	opts DurableOptions
@@ -319,24 +324,25 @@ func (d *Durable) Stats() Stats {
 // Commit queues b for the writer goroutine and returns at once; done is called
 // after the fsync that made b durable, or with the error that kept it from
 // being so. b is encoded before Commit returns, so the caller may reuse it.
-// When MaxPending batches are already waiting, done(ErrBusy) is called before
-// Commit returns.
+// When MaxPending batches are already waiting, or after Close, the batch fails
+// at once with ErrBusy or ErrClosed: done is then called on a new goroutine, so
+// that a caller holding a lock that done takes cannot deadlock.
 func (d *Durable) Commit(b *Batch, done func(error)) {
 	enc, grow, msgs, err := appendBatch(nil, b)
 	if err != nil {
-		done(err)
+		go done(err)
 		return
 	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		done(ErrClosed)
+		go done(ErrClosed)
 		return
 	}
 	if len(d.queue) >= d.opts.MaxPending {
 		d.mu.Unlock()
 		d.st.busy.Add(1)
-		done(ErrBusy)
+		go done(ErrBusy)
 		return
 	}
 	d.queue = append(d.queue, pending{enc: enc, grow: grow, msgs: msgs, done: done})
