@@ -332,6 +332,7 @@ func TestOptionsValidation(t *testing.T) {
 		{URL: "mqtt://x", Protocol: 3},
 		{URL: "mqtt://x", Protocol: packet.V311, Password: "p"},
 		{URL: "mqtt://x", Will: &Will{Message: Message{Topic: "a/#"}}},
+		{URL: "mqtt://x", Protocol: packet.V311}, // no client id and no clean session
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) accepted", o)

@@ -281,8 +281,16 @@ func (cn *conn) readLoop() {
 		if err := cn.handle(h, body); err != nil {
 			var pe *packet.Error
 			if cn.v == packet.V5 && errors.As(err, &pe) {
-				// Tell the server why, as far as the connection lets us.
-				cn.send(&packet.Disconnect{Reason: pe.Reason}, nil)
+				// Tell the server why, if the connection takes it soon.
+				written := make(chan error, 1)
+				if cn.send(&packet.Disconnect{Reason: pe.Reason}, func(err error) { written <- err }) == nil {
+					t := time.NewTimer(time.Second)
+					select {
+					case <-written:
+					case <-t.C:
+					}
+					t.Stop()
+				}
 			}
 			cn.close(err)
 			return

@@ -237,6 +237,9 @@ func (o *Options) validate() (*url.URL, error) {
 	if o.Protocol == packet.V311 && o.Password != "" && o.Username == "" {
 		return nil, fmt.Errorf("mqtt client: MQTT 3.1.1 cannot send a password without a user name")
 	}
+	if o.Protocol == packet.V311 && o.ClientID == "" && !o.CleanStart {
+		return nil, fmt.Errorf("mqtt client: MQTT 3.1.1 needs a ClientID to keep a session (set ClientID or CleanStart)")
+	}
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 60 * time.Second
 	}
