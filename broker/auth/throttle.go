@@ -82,11 +82,15 @@ func (c *ThrottleConfig) Validate() error {
 			errs = append(errs, config.Errorf(d.key, "%v is negative", d.v))
 		}
 	}
-	if c.MaxDelay > 0 && c.MaxDelay < max(c.BaseDelay, 0) {
-		errs = append(errs, config.Errorf("max_delay", "%v is less than base_delay %v", c.MaxDelay, c.BaseDelay))
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
-	if c.Window > 0 && c.MaxDelay > 0 && c.Window < c.MaxDelay {
-		errs = append(errs, config.Errorf("window", "%v is less than max_delay %v: the delay would be forgotten before it ends", c.Window, c.MaxDelay))
+	d := NewThrottle(*c).cfg // with defaults
+	if c.MaxDelay > 0 && c.MaxDelay < d.BaseDelay {
+		errs = append(errs, config.Errorf("max_delay", "%v is less than base_delay %v", c.MaxDelay, d.BaseDelay))
+	}
+	if c.Window > 0 && c.Window < d.MaxDelay {
+		errs = append(errs, config.Errorf("window", "%v is less than max_delay %v: the delay would be forgotten before it ends", c.Window, d.MaxDelay))
 	}
 	return errors.Join(errs...)
 }
