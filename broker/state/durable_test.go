@@ -709,3 +709,18 @@ func TestDurableLargeGroupsSplitIntoRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		max int64
+		ok  bool
+	}{{0, true}, {1 << 20, true}, {-1, false}, {100, false}} {
+		c := Config{MaxBytes: tc.max}
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("max_bytes %d: %v", tc.max, err)
+		}
+		if tc.ok && c.Options().MaxBytes != tc.max {
+			t.Errorf("max_bytes %d: Options().MaxBytes = %d", tc.max, c.Options().MaxBytes)
+		}
+	}
+}
