@@ -331,7 +331,14 @@ func (cn *conn) handle(h packet.FixedHeader, body []byte) error {
 			delete(c.inflight, p.PacketID)
 			fails := c.pumpLocked()
 			c.mu.Unlock()
-			completion(m, ackError(p, m))()
+			var err error
+			if p.Kind == packet.PUBACK {
+				err = ackError(p, m)
+			}
+			// PUBCOMP: the server accepted the message with its PUBREC. Its
+			// only failure, 0x92, answers a PUBREL sent again after the server
+			// had already completed (and forgotten) the exchange.
+			completion(m, err)()
 			run(fails)
 		case packet.PUBREC:
 			c.mu.Lock()

@@ -2,8 +2,8 @@ package client
 
 import (
 	"context"
-	"io"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"

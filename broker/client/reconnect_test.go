@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,22 +98,22 @@ func TestReconnectAfterBrokerRestartResubscribes(t *testing.T) {
 }
 
 func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
-	for _, ver := range versions {
-		t.Run(ver.name, func(t *testing.T) {
-			mq := startMosquitto(t, "")
-			px := newProxy(t, mq.Addr())
+	forEach(t, func(t *testing.T, url string, v packet.Version) {
+		{
+			ver := struct{ v packet.Version }{v}
+			px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
 			got := newCollector()
-			watcher := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			watcher := connect(t, Options{URL: url, Protocol: ver.v, CleanStart: true})
 			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "dup/#", QoS: 1}); err != nil {
 				t.Fatal(err)
 			}
 			states := newStateLog()
-			c := connect(t, Options{URL: px.URL(), Protocol: ver.v, ClientID: "dup-client", CleanStart: true,
+			c := connect(t, Options{URL: px.URL(), Protocol: ver.v, ClientID: "dup-client-" + t.Name(), CleanStart: true,
 				SessionExpiry: time.Hour, AutoReconnect: true, Backoff: fastBackoff, OnConnectionChange: states.record})
 			if v := ver.v; v == packet.V311 {
 				// 3.1.1 keeps the session only with the clean session flag off.
 				c.Disconnect(testCtx(t))
-				c = connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "dup-client", AutoReconnect: true,
+				c = connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "dup-client-" + t.Name(), AutoReconnect: true,
 					Backoff: fastBackoff, OnConnectionChange: states.record})
 			}
 			px.setDrop(func(t packet.Type) bool { return t == packet.PUBACK })
@@ -136,21 +137,21 @@ func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
 			if m := got.next(t); string(m.Payload) != "once" {
 				t.Fatalf("got %+v", m)
 			}
-		})
-	}
+		}
+	})
 }
 
 func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
-	for _, ver := range versions {
-		t.Run(ver.name, func(t *testing.T) {
-			mq := startMosquitto(t, "")
-			px := newProxy(t, mq.Addr())
+	forEach(t, func(t *testing.T, url string, v packet.Version) {
+		{
+			ver := struct{ v packet.Version }{v}
+			px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
 			got := newCollector()
-			watcher := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			watcher := connect(t, Options{URL: url, Protocol: ver.v, CleanStart: true})
 			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "q2/#", QoS: 2}); err != nil {
 				t.Fatal(err)
 			}
-			opts := Options{URL: px.URL(), Protocol: ver.v, ClientID: "q2-client", SessionExpiry: time.Hour,
+			opts := Options{URL: px.URL(), Protocol: ver.v, ClientID: "q2-client-" + t.Name(), SessionExpiry: time.Hour,
 				AutoReconnect: true, Backoff: fastBackoff}
 			c := connect(t, opts)
 			px.setDrop(func(t packet.Type) bool { return t == packet.PUBCOMP })
@@ -177,8 +178,8 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 			if m := got.next(t); m.Topic != "q2/marker" {
 				t.Fatalf("got %s %q twice", m.Topic, m.Payload)
 			}
-		})
-	}
+		}
+	})
 }
 
 func TestPingTimeoutDeclaresConnectionDead(t *testing.T) {
