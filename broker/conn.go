@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,10 @@ type conn struct {
 	aliasMax   uint16 // client's Topic Alias Maximum
 	aliases    map[string]uint16
 	nextAlias  uint16
+
+	// Owned by the writer goroutine.
+	writeFn       func()    // c.writeLoop, bound once: "go c.writeLoop()" would allocate a closure each time
+	writeDeadline time.Time // the deadline last set on nc
 }
 
 // serve runs the reader until the connection ends, then cleans up.
@@ -82,12 +87,26 @@ func (c *conn) readLoop() {
 	buf := c.small[:]
 	n := 0
 	connectBy := time.Now().Add(c.s.cfg.ConnectTimeout)
+	var readDeadlineSet time.Time
 	for {
 		switch {
 		case !c.connected:
 			c.nc.SetReadDeadline(connectBy)
+		case c.keepAlive == 0:
+			if readDeadlineSet.IsZero() {
+				// Keepalive 0: the client may stay silent for ever.
+				readDeadlineSet = time.Now()
+				c.nc.SetReadDeadline(time.Time{})
+			}
 		case c.keepAlive > 0:
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+			// 1.5 x keepalive after the last packet, moved only once a
+			// quarter of the keepalive has passed: the client always has at
+			// least 1.25 x keepalive, and a busy connection does not reset a
+			// timer on every read.
+			if now := time.Now(); now.Sub(readDeadlineSet) > c.keepAlive/4 {
+				readDeadlineSet = now
+				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
+			}
 		}
 		m, rerr := c.nc.Read(buf[n:])
 		filled := m > 0 && n+m == len(buf)
@@ -440,16 +459,29 @@ func (c *conn) kickLocked() {
 	}
 	c.writing = true
 	c.s.wg.Add(1)
-	go c.writeLoop()
+	if c.writeFn == nil {
+		c.writeFn = c.writeLoop
+	}
+	go c.writeFn()
 }
 
 // writeLoop writes everything pending in one Write per round (batching what
 // accumulated while the previous write was in progress) until nothing is left.
 func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
+	yielded := false
 	for {
 		c.outMu.Lock()
 		p := c.outP
+		if (p == nil || len(*p) == 0) && !yielded && !c.flushClose {
+			// Under load more output is usually a moment away: one yield
+			// lets publishers add to it, sparing a goroutine exit and start.
+			c.outMu.Unlock()
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
 		if p == nil || len(*p) == 0 {
 			c.writing = false
 			fc := c.flushClose
@@ -462,7 +494,12 @@ func (c *conn) writeLoop() {
 		c.outP = nil
 		c.outMu.Unlock()
 
-		c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+		// Moving the deadline only when half of it is used up keeps a
+		// syscall-free (and, for some conns, allocation-free) write path.
+		if now := time.Now(); c.writeDeadline.Sub(now) < c.s.cfg.WriteTimeout/2 {
+			c.writeDeadline = now.Add(c.s.cfg.WriteTimeout)
+			c.nc.SetWriteDeadline(c.writeDeadline)
+		}
 		n, err := c.nc.Write(*p)
 		c.s.stats.bytesSent.Add(uint64(n))
 		putOut(p)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +222,72 @@ func TestMosquittoClients(t *testing.T) {
 		if got := strings.TrimSpace(out.String()); got != "mq/"+v+" hello "+v {
 			t.Fatalf("mosquitto_sub %s printed %q", v, got)
 		}
+	}
+}
+
+// TestKeepAliveZero: a client with keepalive 0 is not disconnected for being
+// quiet (the connect timeout no longer applies once connected).
+func TestKeepAliveZero(t *testing.T) {
+	_, addr := startServer(t, func(c *Config) { c.ConnectTimeout = 50 * time.Millisecond }, Options{})
+	c := dialRaw(t, addr, packet.V311)
+	c.connect(&packet.Connect{ClientID: []byte("quiet"), CleanStart: true})
+	time.Sleep(200 * time.Millisecond) // four connect timeouts of silence
+	c.send(&packet.Pingreq{})
+	if p := c.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v", p.Type())
+	}
+}
+
+// TestConnectTimeout: a connection that sends no CONNECT is closed.
+func TestConnectTimeout(t *testing.T) {
+	_, addr := startServer(t, func(c *Config) { c.ConnectTimeout = 50 * time.Millisecond }, Options{})
+	c := dialRaw(t, addr, packet.V311)
+	if seen := c.closed(); len(seen) != 0 {
+		t.Fatalf("got %v", seen)
+	}
+}
+
+// TestIdleConnectionMemory: an idle connected client costs the broker a few
+// KiB: its conn, session and the reader goroutine's stack (4 KiB: the
+// blocking read path needs more than the quarter of 2 KiB at which the
+// runtime would shrink it), with no writer goroutine and no pooled buffers.
+// The figure includes the test's own client-side sockets.
+func TestIdleConnectionMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens many connections")
+	}
+	s, addr := startServer(t, nil, Options{})
+	const n = 400
+	measure := func() uint64 {
+		// Stacks shrink by half per collection at most.
+		for range 4 {
+			runtime.GC()
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse + ms.StackInuse
+	}
+	before := measure()
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+		c := newRaw(t, nc, packet.V311)
+		c.mustConnect(fmt.Sprintf("idle-%d", i), true)
+		c.buf = nil // the test client's own read buffer is not the broker's
+	}
+	waitFor(t, "all connected", func() bool { return s.Stats().ClientsConnected == n })
+	after := measure()
+	per := (int64(after) - int64(before)) / n
+	t.Logf("%d bytes per idle connection (broker and test client together)", per)
+	for _, nc := range conns {
+		nc.Close()
+	}
+	waitFor(t, "all gone", func() bool { return s.Stats().ClientsConnected == 0 })
+	if per > 8<<10 {
+		t.Errorf("%d bytes per idle connection", per)
 	}
 }

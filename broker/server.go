@@ -113,14 +113,6 @@ func (s *Server) Start() error {
 	s.startAt = time.Now()
 	s.mu.Unlock()
 
-	snap, err := s.store.Load()
-	if err != nil {
-		return fmt.Errorf("broker: loading stored state: %w", err)
-	}
-	if err := s.restore(snap); err != nil {
-		return fmt.Errorf("broker: restoring stored state: %w", err)
-	}
-
 	type bind struct{ name, addr, key string }
 	var binds []bind
 	if len(s.cfg.Listeners) == 0 {
@@ -143,6 +135,19 @@ func (s *Server) Start() error {
 			return fmt.Errorf("broker: cannot listen on %s (change %s): %w", b.addr, b.key, err)
 		}
 		lns = append(lns, ln)
+	}
+	// The store is loaded once the ports are ours, so a busy port leaves
+	// nothing (timers of restored sessions) behind.
+	snap, err := s.store.Load()
+	if err == nil {
+		err = s.restore(snap)
+	}
+	if err != nil {
+		for _, l := range lns {
+			l.Close()
+		}
+		s.stopTimers()
+		return fmt.Errorf("broker: loading stored state: %w", err)
 	}
 	s.mu.Lock()
 	if s.closing {

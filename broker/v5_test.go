@@ -441,3 +441,32 @@ func TestServeConnOverPipe(t *testing.T) {
 	cl.Close()
 	<-done
 }
+
+// TestRetainHandling: 0 sends retained messages on every subscribe, 1 only
+// when the subscription is new, 2 never.
+func TestRetainHandling(t *testing.T) {
+	_, addr := startServer(t, nil, Options{})
+	pub := dialRaw(t, addr, packet.V5)
+	pub.mustConnect("pub", true)
+	pub.publish("rh/x", 0, true, 0, "kept")
+	c := dialRaw(t, addr, packet.V5)
+	c.mustConnect("c", true)
+	sub := func(id uint16, rh byte) {
+		c.send(&packet.Subscribe{PacketID: id, Subscriptions: []packet.Subscription{{Filter: []byte("rh/#"), RetainHandling: rh}}})
+		c.suback(id)
+	}
+	sub(1, 1) // new: sent
+	if p := c.nextPublish(); !p.Retain {
+		t.Fatal("retain handling 1, new subscription: retained message missing")
+	}
+	sub(2, 1) // existing: not sent
+	sub(3, 2) // never
+	sub(4, 0) // always
+	if p := c.nextPublish(); !p.Retain || string(p.Payload) != "kept" {
+		t.Fatalf("retain handling 0: %+v", p)
+	}
+	c.send(&packet.Pingreq{})
+	if p := c.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v: a retained message was sent for retain handling 1 (existing) or 2", p.Type())
+	}
+}
