@@ -4,8 +4,8 @@
 //
 // It must never log, return or store a password in clear, never compare a
 // secret with ==, and never import package broker: the broker adapts these
-// types to its Authenticator and Authorizer, and tools such as the passwd
-// command use them alone.
+// types to its Authenticator and Authorizer, and a command-line tool can use
+// them without a broker.
 //
 // # Password file
 //
@@ -33,14 +33,18 @@
 //
 // # ACL file
 //
-// Mosquitto's acl_file format, one rule a line, '#' comments:
+// Mosquitto's acl_file format, one rule or comment a line ('#' starts a
+// comment only at the start of a line; elsewhere it is part of the topic):
 //
-//	topic read public/#                 # anonymous clients: rules before any user line
-//	user alice                          # the rules below are alice's
+//	# anonymous clients: topic lines before any user line
+//	topic read public/#
+//	# alice's rules
+//	user alice
 //	topic readwrite sensors/#
 //	topic deny sensors/secret
-//	pattern write devices/%c/status     # every client, %c = client ID
-//	pattern read users/%u/#             # every client, %u = user name
+//	# every client: %c is the client ID, %u the user name
+//	pattern write devices/%c/status
+//	pattern read users/%u/#
 //
 // A rule is "topic" or "pattern", an access word (read, write, readwrite or
 // deny; readwrite if left out), then a topic filter with the usual + and #
@@ -53,8 +57,8 @@
 // level (devices/%c/status, not devices/%c-status, which is refused at load).
 //
 // A client is allowed an access if some rule that applies to it grants it and
-// no deny rule that applies to it matches, whatever the order of the lines
-// (Mosquitto stops at the first matching rule; gatewayd lets deny win).
+// no deny rule that applies to it matches, whatever the order of the lines,
+// as in Mosquitto 2.0.
 // Read covers receiving messages and subscribing; write covers publishing.
 // Following MQTT, wildcards at the first level do not match topics starting
 // with '$', so "topic read #" does not grant $SYS.
@@ -64,7 +68,10 @@
 // sensors/+/temp, but not #) and no deny rule shares any topic with it (deny
 // sensors/secret refuses sensors/# and sensors/+, not sensors/public). Each
 // message is checked again on delivery. $share/<group>/<filter> is judged by
-// <filter>.
+// <filter>. Mosquitto 2.0 differs here: it accepts every subscription and
+// only drops what the client may not read on delivery, so a client that
+// subscribes to # under Mosquitto is refused by gatewayd and should
+// subscribe to the filters it can read.
 //
 // A client ID or user name that is not a plain topic level (one containing
 // '/', '+', '#' or NUL, or starting with '$') is never filled in: a pattern

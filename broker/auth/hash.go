@@ -72,7 +72,7 @@ func parseHash(s string) (verifier, error) {
 		scheme, _, _ := strings.Cut(s[1:], "$")
 		return nil, fmt.Errorf("unsupported hash scheme $%s$ (want $argon2id$, $7$ or $6$)", scheme)
 	default:
-		return nil, errors.New("password is not hashed (hash it with gatewayd passwd or mosquitto_passwd -U)")
+		return nil, errors.New("password is not hashed (set it again, or hash the file with mosquitto_passwd -U)")
 	}
 }
 

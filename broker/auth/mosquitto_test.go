@@ -155,8 +155,8 @@ func TestMosquittoAgreesOnACL(t *testing.T) {
 	mosquittoPasswd(t, "-b", passwd, "bob", "b")
 	mosquittoPasswd(t, "-b", passwd, "carol", "c")
 	mosquittoPasswd(t, "-b", passwd, "admin", "x")
-	// Deny lines come first: mosquitto stops at the first matching rule,
-	// gatewayd lets deny win wherever it stands; in this order both agree.
+	// Deny lines stand before and after the rules they cut into: in both
+	// brokers deny wins wherever it stands.
 	aclPath := filepath.Join(dir, "acl")
 	writeFile(t, aclPath, `# anonymous
 topic deny public/secret
@@ -164,8 +164,8 @@ topic read public/#
 topic write public/anon/in
 
 user alice
-topic deny sensors/vault/#
 topic readwrite sensors/#
+topic deny sensors/vault/#
 topic write actuators/+/set
 
 user bob
@@ -174,8 +174,8 @@ topic read sensors/bob/#
 user admin
 topic write #
 
-pattern deny devices/%c/firmware
 pattern readwrite devices/%c/#
+pattern deny devices/%c/firmware
 pattern read users/%u/#
 pattern read end/%c
 `)
