@@ -202,12 +202,37 @@ func TestConformanceCleanSessionSessionPresentV311(t *testing.T) {
 			t.Fatalf("step %d (%s): CONNECT refused: %v", i, st.why, err)
 		}
 		if got := tok.SessionPresent(); got != st.want {
-			t.Errorf("step %d (%s): CONNACK Session Present %v, want %v", i, st.why, got, st.want)
+			t.Errorf("step %d (%s): CONNACK Session Present %v, want %v (the previous connection's DISCONNECT may still be in flight: see TestConformanceTakeoverDoesNotResumeCleanSessionV311)", i, st.why, got, st.want)
 		}
 		if st.subscribe {
 			c.sub(t, "present/t", 1)
 		}
 		c.Disconnect(100)
+	}
+}
+
+// 3.1.1: a clean session lasts only as long as its network connection and
+// its state must not be reused [MQTT-3.1.2-6], also when a second
+// connection with clean session 0 takes the client id over while the first
+// is still open: Session Present must be 0 and its subscriptions gone.
+func TestConformanceTakeoverDoesNotResumeCleanSessionV311(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	first := dialRaw(t, b, "clean session connection")
+	first.connect(connectSpec{Version: 4, ClientID: "clean-takeover", Clean: true, KeepAlive: 30})
+	first.subscribe(nil, rawSub{Filter: "ct/t", Options: 1})
+
+	second := dialRaw(t, b, "clean session 0 taking over")
+	ca := second.connect(connectSpec{Version: 4, ClientID: "clean-takeover", Clean: false, KeepAlive: 30})
+	first.waitClosed("first connection after takeover")
+	if ca.SessionPresent {
+		t.Errorf("CONNACK Session Present 1 when taking over a clean-session connection; want 0: its session ended with its connection [MQTT-3.1.2-6]")
+	}
+	second.subscribe(nil, rawSub{Filter: "ct/fence", Options: 0})
+	pub := dialV3(t, b, "pub", 4, true)
+	pub.pub(t, "ct/t", 1, false, "from the clean session's subscription")
+	pub.pub(t, "ct/fence", 0, false, "fence")
+	if p := second.expectPublish(); p.Topic != "ct/fence" {
+		t.Errorf("received %q on %s through the previous clean session's subscription; want nothing (state must not be reused) [MQTT-3.1.2-6]", p.Payload, p.Topic)
 	}
 }
 

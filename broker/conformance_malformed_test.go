@@ -98,6 +98,7 @@ func malformedCases() []malformedCase {
 		add("unknown property identifier", "section 2.2.2.2", malformed, v5pub("a", 0, 0, "x", []byte{0x7F, 0x00}))
 		add("property not allowed in PUBLISH (Session Expiry)", "section 2.2.2.2", malformedOrProtocol, v5pub("a", 0, 0, "x", pU32(propSessionExpiry, 1)))
 		add("property length beyond the packet", "section 2.2.2.1", malformed, pkt(0x30, str("a"), []byte{0x10, 0x01, 0x01}))
+		add("DISCONNECT setting Session Expiry when CONNECT had 0", "[MQTT-3.14.2-2]", []byte{0x82}, pkt(0xE0, []byte{0x00}, props(pU32(propSessionExpiry, 60))))
 		cs = append(cs, malformedCase{name: "more QoS 2 in flight than Receive Maximum", rule: "section 3.3.4 (0x93)", level: 5,
 			send:    [][]byte{v5pub("rm", 2, 1, "1"), v5pub("rm", 2, 2, "2"), v5pub("rm", 2, 3, "3"), v5pub("rm", 2, 4, "4")},
 			reasons: []byte{0x93}, ackFirst: 3})
