@@ -121,8 +121,9 @@ func NewThrottle(cfg ThrottleConfig) *Throttle {
 }
 
 // Fail records a failed login from addr and returns how long the caller
-// should wait before answering it (zero while the address has failures to
-// spare). The next attempt's Delay is at least as long.
+// should wait before answering it: zero for the first Free-1 failures, then
+// BaseDelay, doubling with each failure up to MaxDelay. Until that time has
+// passed, Delay returns what remains of it to new attempts from addr.
 func (t *Throttle) Fail(addr net.Addr) time.Duration {
 	k := keyOf(addr)
 	now := t.cfg.Now()
