@@ -196,9 +196,9 @@ func (rp *report) tables() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
 
 	p("### Message flow\n\n")
-	p("Medians over %d interleaved round(s). Lost, duplicate, out-of-order and corrupt are totals over all rounds.\n\n", rp.rounds)
-	p("| workload | broker | delivered msg/s | p50 | p99 | p99.9 | broker CPU s / M msgs | peak RSS | steady RSS | lost | dup | out of order | corrupt | load gen CPU |\n")
-	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("Medians over %d interleaved round(s). Lost, duplicate, out-of-order and corrupt are totals over all rounds. Load gen CPU is in percent of one core; others' CPU is what other processes on the machine used during the run, in percent of all cores.\n\n", rp.rounds)
+	p("| workload | broker | delivered msg/s | p50 | p99 | p99.9 | broker CPU s / M msgs | peak RSS | steady RSS | lost | dup | out of order | corrupt | load gen CPU | others' CPU |\n")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range rp.ws {
 		w := &rp.ws[i]
 		if w.kind != flow {
@@ -210,12 +210,12 @@ func (rp *report) tables() string {
 				continue
 			}
 			if na := c.na(); na != "" {
-				p("| %s | %s | %s | | | | | | | | | | | |\n", w.name, b.name, na)
+				p("| %s | %s | %s | | | | | | | | | | | | |\n", w.name, b.name, na)
 				continue
 			}
 			exp := c.sum(func(r *result) uint64 { return r.expected })
 			lost := c.sum(func(r *result) uint64 { return r.lost })
-			p("| %s | %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %.0f%% |\n",
+			p("| %s | %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %.0f%% | %.0f%% |\n",
 				w.name, b.name,
 				fmtRate(c.med(func(r *result) float64 { return r.msgPerSec })),
 				fmtDur(c.med(func(r *result) float64 { return float64(r.p50) })),
@@ -228,7 +228,8 @@ func (rp *report) tables() string {
 				fmtCount(c.sum(func(r *result) uint64 { return r.dups }), exp),
 				fmtCount(c.sum(func(r *result) uint64 { return r.reordered }), exp),
 				fmtCount(c.sum(func(r *result) uint64 { return r.corrupt + r.misrouted }), exp),
-				c.med(func(r *result) float64 { return r.genCPUPct }))
+				c.med(func(r *result) float64 { return r.genCPUPct }),
+				c.med(func(r *result) float64 { return r.otherPct }))
 		}
 	}
 
@@ -485,6 +486,45 @@ func (rp *report) targetTable() string {
 	return sb.String()
 }
 
+// durability says what held the persistent session in durable-qos1.
+func (rp *report) durability() string {
+	var sb strings.Builder
+	for _, b := range rp.bs {
+		c := rp.cell("durable-qos1", b.name)
+		if c == nil {
+			continue
+		}
+		var what string
+		switch b.name {
+		case "gatewayd":
+			if c.na() != "" {
+				what = c.na()
+				break
+			}
+			var v []float64
+			for _, r := range c.ok() {
+				v = append(v, float64(r.dataBytes))
+			}
+			if n := median(v); n > 0 {
+				what = fmt.Sprintf("session store under data_dir (%s on disk at the end of a run)", fmtBytes(n))
+			} else {
+				what = "nothing was written under data_dir: the session was held in memory"
+			}
+		case "mosquitto":
+			what = "`persistence false`: the session is held in memory"
+		case "mochi":
+			what = "no storage hook: the session is held in memory"
+		case "forwarder":
+			what = "no sessions: it only forwards"
+		}
+		fmt.Fprintf(&sb, "- %s: %s\n", b.name, what)
+	}
+	if sb.Len() == 0 {
+		return ""
+	}
+	return "### What held the persistent session in durable-qos1\n\n" + sb.String() + "\n"
+}
+
 func (rp *report) errors() string {
 	var sb strings.Builder
 	for i := range rp.ws {
@@ -541,6 +581,7 @@ func (rp *report) markdown(goVersion, kernel string) string {
 	p("- Command: `%s`\n\n", rp.command)
 	sb.WriteString(rp.tables())
 	sb.WriteString("\n")
+	sb.WriteString(rp.durability())
 	sb.WriteString(rp.targetTable())
 	if e := rp.errors(); e != "" {
 		sb.WriteString("\n" + e)

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -77,10 +79,12 @@ type result struct {
 	cpuSec                   float64
 	cpuPerM                  float64 // broker CPU seconds per million delivered
 	genCPUPct                float64 // load generator CPU, % of one core
+	otherPct                 float64 // other processes' CPU, % of the whole machine
 	peakRSS, steadyRSS       uint64
 	idleBefore, idleAfter    uint64
 	perConn                  float64
 	subscribeSec             float64
+	dataBytes                int64 // written under the broker's data directory
 	seconds                  float64
 }
 
@@ -161,6 +165,21 @@ func runWorkload(ctx context.Context, w *workload, p *proc, addr string, sz size
 	if !p.alive() {
 		r.fail("broker exited during the run (%v)%s", p.err, p.logTail())
 	}
+	r.dataBytes = dirSize(filepath.Join(p.dir, "data"))
+}
+
+// dirSize is the total size of the regular files under dir (0 if none).
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 func runIdle(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r *result) {
@@ -326,6 +345,7 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 	}
 	smp := startSampler(p.pid, 100*time.Millisecond)
 	gen0 := selfCPU()
+	busy0, total0, _ := procstat.ReadCPUTotal()
 	start := load.Now()
 	wall0 := time.Now()
 
@@ -387,6 +407,7 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 	after, _ := procstat.Read(p.pid)
 	samples := smp.finish()
 	gen1 := selfCPU()
+	busy1, total1, _ := procstat.ReadCPUTotal()
 	wall := time.Since(wall0).Seconds()
 
 	// Stop the readers before looking at their verifiers.
@@ -422,6 +443,11 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 		r.cpuPerM = r.cpuSec / float64(r.unique) * 1e6
 	}
 	r.genCPUPct = float64(gen1-gen0) / float64(clk) / wall * 100
+	if total1 > total0 {
+		// What the rest of the machine used meanwhile, as a share of all cores.
+		other := float64(busy1-busy0) - float64(after.CPUTicks-before.CPUTicks) - float64(gen1-gen0)
+		r.otherPct = max(0, other/float64(total1-total0)*100)
+	}
 	r.peakRSS = after.HWM
 	var steady []uint64
 	half := start + (sendEnd-start)/2

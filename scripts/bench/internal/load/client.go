@@ -14,7 +14,10 @@ import (
 	"gatewayd/scripts/bench/internal/wire"
 )
 
-const readBufSize = 256 << 10
+const (
+	readBufSize = 256 << 10
+	sockBuf     = 128 << 10
+)
 
 // dial opens a TCP connection and completes the MQTT handshake.
 func dial(ctx context.Context, addr, clientID string, clean bool, rbuf int) (net.Conn, *bufio.Reader, error) {
@@ -22,6 +25,13 @@ func dial(ctx context.Context, addr, clientID string, clean bool, rbuf int) (net
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, err
+	}
+	// Small, fixed kernel buffers on the load generator's side: otherwise
+	// autotuning lets megabytes of a saturated flow wait in the kernel, and
+	// the figures measure socket buffers instead of the broker.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(sockBuf)
+		_ = tc.SetReadBuffer(sockBuf)
 	}
 	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		c.Close()

@@ -129,3 +129,37 @@ func trunc(b []byte) []byte {
 	}
 	return b
 }
+
+// ParseCPUTotal returns the busy and total clock ticks of all CPUs from the
+// first line of /proc/stat; busy excludes idle and iowait.
+func ParseCPUTotal(b []byte) (busy, total uint64, err error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 5 || string(f[0]) != "cpu" {
+		return 0, 0, fmt.Errorf("procstat: /proc/stat starts with %q", trunc(line))
+	}
+	for i, x := range f[1:] {
+		v, err := strconv.ParseUint(string(x), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("procstat: /proc/stat field %d: %w", i+1, err)
+		}
+		// guest and guest_nice (fields 9, 10) are already in user and nice.
+		if i >= 8 {
+			break
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, nil
+}
+
+// ReadCPUTotal reads /proc/stat.
+func ReadCPUTotal() (busy, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return ParseCPUTotal(b)
+}

@@ -63,3 +63,14 @@ func TestReadSelf(t *testing.T) {
 		t.Fatal("zero clock ticks")
 	}
 }
+
+func TestParseCPUTotalExcludesIdleAndIowaitAndGuest(t *testing.T) {
+	in := "cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 50 2 25 500 10 0 1 1 20 0\n"
+	busy, total, err := ParseCPUTotal([]byte(in))
+	if err != nil || busy != 100+5+50+1+2+3 || total != busy+1000+20 {
+		t.Fatalf("busy %d total %d err %v", busy, total, err)
+	}
+	if _, _, err := ParseCPUTotal([]byte("intr 1 2 3\n")); err == nil {
+		t.Fatal("no error for a file without a cpu line")
+	}
+}
