@@ -40,6 +40,11 @@ type conn struct {
 	born      time.Time
 	lastWrite atomic.Int64 // nanoseconds since born
 	pingSent  atomic.Int64 // nanoseconds since born + 1; zero: no PINGREQ outstanding
+	lastRead  atomic.Int64 // nanoseconds since born of the last packet read
+	// handing is set while the reader waits for the handler goroutine to take
+	// a message: the server may be answering PINGREQ behind it, so a slow
+	// handler must not make the connection look dead.
+	handing atomic.Bool
 }
 
 // handshake sends CONNECT on nc and reads CONNACK. The caller bounds it with
@@ -243,12 +248,22 @@ func (cn *conn) keepAlive() {
 		}
 		now := cn.since()
 		if sent := cn.pingSent.Load(); sent != 0 {
-			if wait := sent - 1 + pt - now; wait > 0 {
-				t.Reset(time.Duration(wait))
+			switch {
+			case cn.lastRead.Load() >= sent-1:
+				// Something arrived since the PINGREQ: the server is alive.
+				cn.pingSent.CompareAndSwap(sent, 0)
+			case cn.handing.Load():
+				// Unread packets wait behind a busy handler.
+				t.Reset(time.Duration(pt))
 				continue
+			default:
+				if wait := sent - 1 + pt - now; wait > 0 {
+					t.Reset(time.Duration(wait))
+					continue
+				}
+				cn.close(ErrPingTimeout)
+				return
 			}
-			cn.close(ErrPingTimeout)
-			return
 		}
 		if idle := now - cn.lastWrite.Load(); idle < ka {
 			t.Reset(time.Duration(ka - idle))
@@ -278,6 +293,7 @@ func (cn *conn) readLoop() {
 			cn.close(err)
 			return
 		}
+		cn.lastRead.Store(cn.since())
 		if err := cn.handle(h, body); err != nil {
 			var pe *packet.Error
 			if cn.v == packet.V5 && errors.As(err, &pe) {
@@ -429,7 +445,13 @@ func (cn *conn) handlePublish(p *packet.Publish) error {
 	}
 	select {
 	case c.deliveries <- d:
-	case <-cn.done:
+	default:
+		cn.handing.Store(true)
+		select {
+		case c.deliveries <- d:
+		case <-cn.done:
+		}
+		cn.handing.Store(false)
 	}
 	return nil
 }

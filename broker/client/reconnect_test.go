@@ -317,3 +317,49 @@ func TestBackoffBound(t *testing.T) {
 		t.Errorf("zero Backoff Bound(0) = %v, want the 1 s default", got)
 	}
 }
+
+// TestSlowHandlerDoesNotLookLikeDeadServer blocks the handler while messages
+// pile up behind it for longer than the ping timeout: the PINGRESP is stuck
+// behind them, but the connection must stay up.
+func TestSlowHandlerDoesNotLookLikeDeadServer(t *testing.T) {
+	mq := startMosquitto(t, "")
+	states := newStateLog()
+	release := make(chan struct{})
+	got := make(chan string, 1000)
+	c := connect(t, Options{URL: mq.URL(), KeepAlive: time.Second, PingTimeout: time.Second, CleanStart: true,
+		OnConnectionChange: states.record})
+	if _, err := c.Subscribe(testCtx(t), func(m *Message) {
+		<-release
+		got <- string(m.Payload)
+	}, Subscription{Filter: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := connect(t, Options{URL: mq.URL(), CleanStart: true})
+	// QoS 0, which the server does not hold back for acknowledgements: more
+	// than the handler queue holds.
+	const n = 150
+	for i := range n {
+		if err := pub.Publish(testCtx(t), &Message{Topic: "slow", Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Several keepalive periods with the reader stuck behind the handler.
+	time.Sleep(4 * time.Second)
+	if s := c.State(); s != StateConnected {
+		t.Fatalf("state %v: %v", s, states.lastErr())
+	}
+	close(release)
+	for i := range n {
+		select {
+		case p := <-got:
+			if p[0] != byte(i) {
+				t.Fatalf("message %d is %d", i, p[0])
+			}
+		case <-testCtx(t).Done():
+			t.Fatalf("%d of %d messages", i, n)
+		}
+	}
+	if s := c.State(); s != StateConnected {
+		t.Fatalf("state %v: %v", s, states.lastErr())
+	}
+}
