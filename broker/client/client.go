@@ -107,7 +107,8 @@ type subGroup struct {
 
 type delivery struct {
 	m   *Message    // nil: acknowledgement only
-	ack *packet.Ack // sent when the handler has returned
+	ack packet.Type // PUBACK or PUBREC to send when the handler has returned; 0 for QoS 0
+	id  uint16
 	cn  *conn
 }
 
@@ -449,7 +450,7 @@ func (c *Client) install(cn *conn) {
 		// received, PUBREL for QoS 2 already received ([MQTT-4.4.0-1]).
 		for _, m := range sent {
 			if m.released {
-				cn.send(&packet.Ack{Kind: packet.PUBREL, PacketID: m.id}, nil)
+				cn.sendAck(packet.PUBREL, m.id, packet.Success)
 				continue
 			}
 			m.pkt.Dup = true
@@ -571,7 +572,8 @@ func (c *Client) pumpLocked() []func() {
 // QoS 1/2 messages wait their turn when the server's Receive Maximum window is
 // full and, with AutoReconnect, while the client is reconnecting. If ctx ends
 // first, Publish returns ctx.Err(); a message already sent stays in flight
-// and is still delivered.
+// and is still delivered. QoS 0 messages are never queued: without a
+// connection Publish returns ErrNotConnected.
 func (c *Client) Publish(ctx context.Context, m *Message) error {
 	ch := make(chan error, 1)
 	m2, err := c.publish(m, func(err error) { ch <- err })
@@ -630,8 +632,7 @@ func (c *Client) publish(m *Message, done func(error)) (*outMsg, error) {
 	if m.QoS == 0 {
 		cn := c.conn
 		c.mu.Unlock()
-		p := m.toPublish(c.opts.Protocol)
-		return nil, cn.send(&p, done)
+		return nil, cn.sendMessage(m, done)
 	}
 	if c.opts.MaxPending > 0 && len(c.pending) >= c.opts.MaxPending {
 		c.mu.Unlock()
@@ -649,7 +650,9 @@ func (c *Client) publish(m *Message, done func(error)) (*outMsg, error) {
 // the server's reason code (granted QoS or failure) for each subscription, and
 // a *ReasonError for the first failure. Subscribing again to a filter moves it
 // to the new handler. Subscriptions are renewed after a reconnection when the
-// server did not keep the session.
+// server did not keep the session. Subscribe needs a live connection
+// (ErrNotConnected otherwise); it must not be called from a handler of the
+// same client while messages are arriving faster than they are handled.
 func (c *Client) Subscribe(ctx context.Context, h Handler, subs ...Subscription) ([]packet.ReasonCode, error) {
 	if len(subs) == 0 {
 		return nil, errors.New("mqtt client: subscribe: no subscription")
@@ -880,9 +883,9 @@ func (c *Client) deliver(d delivery, hs []Handler) []Handler {
 		}
 		clear(hs)
 	}
-	if d.ack != nil {
+	if d.ack != 0 {
 		// If that connection is gone the server sends the message again.
-		d.cn.send(d.ack, nil)
+		d.cn.sendAck(d.ack, d.id, packet.Success)
 	}
 	return hs
 }

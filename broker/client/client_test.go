@@ -25,7 +25,7 @@ var brokers = []struct {
 	start func(t *testing.T) string
 }{
 	{"mosquitto", func(t *testing.T) string { return startMosquitto(t, "").URL() }},
-	{"gatewayd", startGatewayd},
+	{"gatewayd", func(t *testing.T) string { return startGatewayd(t) }},
 }
 
 func forEach(t *testing.T, f func(t *testing.T, url string, v packet.Version)) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,11 +28,13 @@ type conn struct {
 	pingTimeout time.Duration
 	aliases     [][]byte // inbound topic aliases (v5), indexed by alias
 
-	mu     sync.Mutex
-	out    []byte        // encoded packets not yet handed to the writer
-	cbs    []func(error) // called when out has been written
-	closed bool
-	err    error // why the connection ended; set before done is closed
+	mu      sync.Mutex
+	ack     packet.Ack     // scratch for sendAck, under mu
+	publish packet.Publish // scratch for sendMessage, under mu
+	out     []byte         // encoded packets not yet handed to the writer
+	cbs     []func(error)  // called when out has been written
+	closed  bool
+	err     error // why the connection ended; set before done is closed
 
 	wake chan struct{}
 	done chan struct{}
@@ -140,6 +143,10 @@ func (cn *conn) start() {
 func (cn *conn) send(p packet.Packet, cb func(error)) error {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
+	return cn.queueLocked(p, cb)
+}
+
+func (cn *conn) queueLocked(p packet.Packet, cb func(error)) error {
 	if cn.closed {
 		return ErrConnectionLost
 	}
@@ -151,7 +158,7 @@ func (cn *conn) send(p packet.Packet, cb func(error)) error {
 	}
 	if max := cn.info.MaximumPacketSize; max > 0 && len(out)-n > int(max) {
 		cn.out = out[:n]
-		return &ReasonError{Op: "publish", Reason: packet.PacketTooLarge,
+		return &ReasonError{Op: strings.ToLower(p.Type().String()), Reason: packet.PacketTooLarge,
 			ReasonString: fmt.Sprintf("%v of %d bytes is larger than the server's maximum packet size %d", p.Type(), len(out)-n, max)}
 	}
 	cn.out = out
@@ -163,6 +170,25 @@ func (cn *conn) send(p packet.Packet, cb func(error)) error {
 	default:
 	}
 	return nil
+}
+
+// sendAck queues a PUBACK, PUBREC, PUBREL or PUBCOMP without allocating.
+func (cn *conn) sendAck(kind packet.Type, id uint16, reason packet.ReasonCode) error {
+	cn.mu.Lock()
+	cn.ack = packet.Ack{Kind: kind, PacketID: id, Reason: reason}
+	err := cn.queueLocked(&cn.ack, nil)
+	cn.mu.Unlock()
+	return err
+}
+
+// sendMessage queues a QoS 0 PUBLISH of m without allocating a packet.
+func (cn *conn) sendMessage(m *Message, cb func(error)) error {
+	cn.mu.Lock()
+	cn.publish = m.toPublish(cn.v)
+	err := cn.queueLocked(&cn.publish, cb)
+	cn.publish = packet.Publish{} // drop the references to m
+	cn.mu.Unlock()
+	return err
 }
 
 // close ends the connection once; err says why.
@@ -362,7 +388,7 @@ func (cn *conn) handle(h packet.FixedHeader, body []byte) error {
 			if m == nil || m.pkt.QoS != 2 {
 				c.mu.Unlock()
 				// [MQTT-4.3.3] answer so that the server can let go.
-				cn.send(&packet.Ack{Kind: packet.PUBREL, PacketID: p.PacketID, Reason: packet.PacketIdentifierNotFound}, nil)
+				cn.sendAck(packet.PUBREL, p.PacketID, packet.PacketIdentifierNotFound)
 				return nil
 			}
 			if p.Reason.IsError() {
@@ -374,13 +400,13 @@ func (cn *conn) handle(h packet.FixedHeader, body []byte) error {
 				return nil
 			}
 			m.released = true
-			cn.send(&packet.Ack{Kind: packet.PUBREL, PacketID: p.PacketID}, nil)
+			cn.sendAck(packet.PUBREL, p.PacketID, packet.Success)
 			c.mu.Unlock()
 		case packet.PUBREL:
 			c.mu.Lock()
 			delete(c.held, p.PacketID)
 			c.mu.Unlock()
-			cn.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: p.PacketID}, nil)
+			cn.sendAck(packet.PUBCOMP, p.PacketID, packet.Success)
 		}
 
 	case *packet.Suback:
@@ -430,9 +456,9 @@ func (cn *conn) handlePublish(p *packet.Publish) error {
 		d.m = messageFrom(p, topic)
 	case 1:
 		d.m = messageFrom(p, topic)
-		d.ack = &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}
+		d.ack, d.id = packet.PUBACK, p.PacketID
 	case 2:
-		d.ack = &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}
+		d.ack, d.id = packet.PUBREC, p.PacketID
 		c.mu.Lock()
 		dup := c.held[p.PacketID]
 		c.held[p.PacketID] = true

@@ -12,7 +12,7 @@ import (
 
 // startGatewayd starts gatewayd's own broker on a loopback port and returns
 // its URL; it is shut down when the test ends.
-func startGatewayd(t *testing.T) string {
+func startGatewayd(t testing.TB) string {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}

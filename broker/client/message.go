@@ -58,7 +58,9 @@ type Subscription struct {
 // is acknowledged when its handler returns. A handler that blocks delays every
 // later message; it must not wait for an acknowledgement of its own QoS 1/2
 // Publish (use PublishAsync), since acknowledgements are read by the same
-// connection that is waiting for the handler.
+// connection that is waiting for the handler. When several of the client's
+// subscriptions match, each of their handlers gets the same *Message, which
+// they must then treat as read-only.
 type Handler func(*Message)
 
 // b returns the bytes of s without copying. The codec only reads them.

@@ -35,10 +35,11 @@ type Options struct {
 	// Protocol is the protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5.0).
 	// Zero means 5.
 	Protocol packet.Version
-	// CleanStart discards any session the server holds for ClientID at the
-	// first connection (the clean session flag in 3.1.1, where it is sent on
-	// every connection). Reconnections never ask for a clean start, so that
-	// the session resumes.
+	// CleanStart discards any session the server holds for ClientID. With
+	// MQTT 5.0 it applies to the Client's first connection only: later ones
+	// never ask for a clean start, so that the session resumes if the server
+	// kept it (see SessionExpiry). MQTT 3.1.1 sends it, as the clean session
+	// flag, on every connection.
 	CleanStart bool
 	// SessionExpiry is how long the server keeps the session after the
 	// connection closes (v5; rounded down to seconds, at most 2^32-1 s).
