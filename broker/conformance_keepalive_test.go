@@ -3,6 +3,7 @@ package broker_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"gatewayd/broker"
 )
@@ -52,5 +53,28 @@ func TestConformancePingreqGetsPingresp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The keep alive the broker grants through Server Keep Alive is the one it
+// enforces: a client asking for 120 s under max_keepalive 1 is disconnected
+// after 1.5 s of silence.
+func TestConformanceServerKeepAliveEnforcedV5(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.MaxKeepAlive = 1 }, broker.Options{})
+	c := dialRaw(t, b, "asks for 120 s")
+	ca := c.connect(connectSpec{Version: 5, ClientID: "ka120", Clean: true, KeepAlive: 120})
+	if v, ok := ca.Props.num(propServerKeepAlive); !ok || v != 1 {
+		t.Errorf("CONNACK Server Keep Alive %v (present %v), want 1", v, ok)
+	}
+	c.waitClosed("silent for longer than 1.5 x Server Keep Alive 1 s")
+}
+
+// A connection that never sends CONNECT is closed (section 3.1.4: the
+// broker should not wait forever); connect_timeout bounds the wait.
+func TestConformanceConnectionWithoutConnectIsClosed(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.ConnectTimeout = 500 * time.Millisecond }, broker.Options{})
+	c := dialRaw(t, b, "never sends CONNECT")
+	if got := c.waitClosed("connection that sent nothing"); len(got) != 0 {
+		t.Errorf("got %s, want the connection closed with nothing sent", describePackets(got))
 	}
 }

@@ -164,3 +164,66 @@ func TestConformanceWillPropertiesPassedThroughV5(t *testing.T) {
 		t.Errorf("will User Properties %v, want %v in order [MQTT-3.3.2-18]", p.User, want)
 	}
 }
+
+// v5: when a session takes over a connection with a will (no delay), that
+// will is published [MQTT-3.1.4-3].
+func TestConformanceWillPublishedOnTakeoverV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	w := willWatcher(t, b)
+	first := dialRaw(t, b, "first connection with a will")
+	first.connect(connectSpec{Version: 5, ClientID: "taken", Clean: true, KeepAlive: 30,
+		Will: &willSpec{Topic: "will/takeover", Payload: "replaced", QoS: 1}})
+	second := dialRaw(t, b, "second connection")
+	second.connect(connectSpec{Version: 5, ClientID: "taken", Clean: true, KeepAlive: 30})
+	got := first.waitClosed("first connection after takeover")
+	if len(got) != 1 || got[0].Type != tDISCONNECT || got[0].disconnectReason() != 0x8E {
+		t.Errorf("first connection got %s, want DISCONNECT 0x8E Session taken over", describePackets(got))
+	}
+	w.in.waitFor(t, "will of the connection that was taken over", func(m message) bool { return m.Topic == "will/takeover" })
+}
+
+// A will published with its retain flag is retained [MQTT-3.1.2-17].
+func TestConformanceWillRetained(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	c := dialRaw(t, b, "client with retained will")
+	c.connect(connectSpec{Version: 4, ClientID: "retained-will", Clean: true, KeepAlive: 30,
+		Will: &willSpec{Topic: "status/node7", Payload: "offline", QoS: 1, Retain: true}})
+	w := dialV3(t, b, "watcher", 4, true)
+	w.sub(t, "status/+", 1)
+	c.close()
+	w.in.waitPayload(t, "offline")
+	late := dialV3(t, b, "late", 4, true)
+	late.sub(t, "status/+", 1)
+	if m := late.in.waitPayload(t, "offline"); !m.Retain {
+		t.Errorf("will with retain 1 reached a later subscriber with RETAIN 0; want it retained [MQTT-3.1.2-17]")
+	}
+}
+
+// v5: a will whose delay is longer than the session's expiry is published
+// when the session ends [MQTT-3.1.3-9] ("whichever happens first").
+func TestConformanceWillPublishedWhenSessionEndsBeforeDelayV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	w := willWatcher(t, b)
+	c := dialRaw(t, b, "short session, long will delay")
+	c.connect(connectSpec{Version: 5, ClientID: "short-session", Clean: true, KeepAlive: 30,
+		Props: [][]byte{pU32(propSessionExpiry, 1)},
+		Will:  &willSpec{Topic: "will/session-end", Payload: "session over", QoS: 1, Props: [][]byte{pU32(propWillDelay, 3600)}}})
+	c.close()
+	w.in.waitFor(t, "will when the 1 s session expired (Will Delay Interval 3600 s)", func(m message) bool { return m.Topic == "will/session-end" })
+}
+
+// v5: DISCONNECT can change the Session Expiry Interval (section 3.14.2.2.2):
+// setting it to 0 ends a session that CONNECT asked to keep.
+func TestConformanceDisconnectEndsSessionWithExpiryZeroV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	spec := connectSpec{Version: 5, ClientID: "short-lived", Clean: false, KeepAlive: 30, Props: [][]byte{pU32(propSessionExpiry, 60)}}
+	c := dialRaw(t, b, "persistent")
+	c.connect(spec)
+	c.subscribe(nil, rawSub{Filter: "sl/t", Options: 1})
+	c.send(pkt(0xE0, []byte{0x00}, props(pU32(propSessionExpiry, 0))))
+	c.waitClosed("after DISCONNECT")
+	c = dialRaw(t, b, "reconnect")
+	if ca := c.connect(spec); ca.SessionPresent {
+		t.Errorf("reconnect after DISCONNECT with Session Expiry Interval 0: Session Present 1, want 0 (the session ended)")
+	}
+}
