@@ -103,8 +103,8 @@ func run() int {
 	raiseNoFile()
 	if *niceness != 0 {
 		if err := setNice(*niceness); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: -nice:", err)
-			return 2
+			logf("-nice %d not applied (%v): running at the default priority", *niceness, err)
+			*niceness = 0
 		}
 	}
 	root, benchDir, err := findRepo(*repo)

@@ -233,6 +233,22 @@ func (rp *report) tables() string {
 		}
 	}
 
+	for i := range rp.ws {
+		w := &rp.ws[i]
+		if w.filters == 0 {
+			continue
+		}
+		var parts []string
+		for _, b := range rp.bs {
+			if c := rp.cell(w.name, b.name); c != nil && c.na() == "" {
+				parts = append(parts, fmt.Sprintf("%s %.2f s", b.name, c.med(func(r *result) float64 { return r.subscribeSec })))
+			}
+		}
+		if len(parts) > 0 {
+			p("\nTime for the %d subscriptions of %s to be acknowledged: %s.\n", w.filters, w.name, strings.Join(parts, ", "))
+		}
+	}
+
 	p("\n### Idle connections\n\n")
 	p("| workload | broker | RSS before | RSS after | memory per connection | time to connect all |\n")
 	p("|---|---|---:|---:|---:|---:|\n")

@@ -112,8 +112,9 @@ func serve(c net.Conn) {
 		}
 	}()
 	for {
-		if r.Buffered() == 0 {
-			// Hand what this read produced to the subscribers in one piece.
+		// Hand over what was read when the read buffer is empty, or at 64 KiB:
+		// with a steady stream the buffer may never be exactly empty.
+		if r.Buffered() == 0 || len(batch) >= 64<<10 || len(reply) >= 256 {
 			if len(batch) > 0 {
 				for _, s := range *subs.Load() {
 					s.enqueue(batch)

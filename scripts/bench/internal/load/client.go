@@ -143,7 +143,10 @@ func (s *Subscriber) Run() {
 	rd := wire.Reader{R: s.r}
 	var acks []byte
 	for {
-		if s.r.Buffered() == 0 && len(acks) > 0 {
+		// Acknowledge when the read buffer is empty, or every 16 messages:
+		// with a steady stream it may never be exactly empty, and a broker
+		// stops sending when its in-flight window fills.
+		if len(acks) > 0 && (s.r.Buffered() == 0 || len(acks) >= 16*4) {
 			if _, err := s.conn.Write(acks); err != nil {
 				s.err = err
 				return
