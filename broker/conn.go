@@ -370,6 +370,11 @@ func (c *conn) send(p packet.Packet) {
 func (c *conn) sendAck(kind packet.Type, id uint16, reason packet.ReasonCode, why string) {
 	a := packet.Ack{Kind: kind, PacketID: id, Reason: reason}
 	c.outMu.Lock()
+	if c.version != packet.V5 {
+		// 3.1/3.1.1 acknowledgements carry no reason: a refusal is a
+		// plain acknowledgement there [MQTT-3.3.5-2].
+		a.Reason = packet.Success
+	}
 	if !c.closed {
 		if why != "" && c.problemInfo && c.version == packet.V5 {
 			a.Props.ReasonString = []byte(why)

@@ -210,6 +210,9 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 		if se.conn == nil {
 			s.stats.disconnected.Add(-1) // resumed or replaced: no longer offline
 		}
+		// A session with expiry 0 ended with its connection, even if that
+		// connection's teardown has not run yet.
+		ends := p.CleanStart || se.expiry == 0
 		if old := se.conn; old != nil {
 			// Takeover: the older connection goes, and its will goes out
 			// unless this connection resumes the session within the delay.
@@ -218,14 +221,14 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 			se.online.Store(false)
 			s.stats.connected.Add(-1)
 			old.disconnect(packet.SessionTakenOver, "another connection uses this client id")
-			if w := old.will.Swap(nil); w != nil && (p.CleanStart || w.delay == 0) {
+			if w := old.will.Swap(nil); w != nil && (ends || w.delay == 0) {
 				publishNow = append(publishNow, w.msg)
 			}
 		}
 		if se.will != nil {
 			// A delayed will of the previous connection: a resumed session
 			// cancels it, a new session means the old one ended.
-			if p.CleanStart {
+			if ends {
 				publishNow = append(publishNow, se.will.msg)
 			}
 			se.will = nil
@@ -237,7 +240,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 				t.add(state.Op{Kind: state.OpDeleteWill, ClientID: id})
 			}
 		}
-		if p.CleanStart {
+		if ends {
 			s.dropSessionLocked(se, &t)
 			se.mu.Unlock()
 			se = nil
@@ -337,6 +340,11 @@ func (c *conn) handleDisconnect(p *packet.Disconnect) bool {
 	}
 	c.normal = true
 	c.sendWill = c.version == packet.V5 && p.Reason == packet.DisconnectWithWill
+	if !c.sendWill {
+		// Discarded now, not when the connection is torn down: a takeover
+		// racing with the teardown must not publish it either.
+		c.will.Store(nil)
+	}
 	return false
 }
 

@@ -187,6 +187,11 @@ func (s *Server) publishMessage(m *message) {
 func (c *conn) handlePublish(p *packet.Publish) bool {
 	s := c.s
 	v5 := c.version == packet.V5
+	if len(p.Props.SubscriptionIDs) > 0 {
+		c.s.stats.protocolErrors.Add(1)
+		c.disconnect(packet.ProtocolError, "[MQTT-3.3.4-6] PUBLISH from a client carries a subscription identifier")
+		return false
+	}
 	if p.Props.Has(packet.PropTopicAlias) {
 		a := p.Props.TopicAlias
 		if a == 0 || a > s.cfg.TopicAliasMaximum {
