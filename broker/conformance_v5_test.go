@@ -227,3 +227,154 @@ func TestConformancePublishPropertiesPassedThroughV5(t *testing.T) {
 	requester.pub(t, &paho.Publish{Topic: "req/x", QoS: 1, Payload: []byte("to old"), Properties: &paho.PublishProperties{User: user, ContentType: "text/plain"}})
 	old.in.waitPayload(t, "to old")
 }
+
+// Topic alias mappings exist only within one network connection
+// [MQTT-3.3.2-7]: after a reconnect (same persistent session) the broker
+// sends the full topic again before using an alias, and an inbound alias set
+// on the previous connection is unknown.
+func TestConformanceTopicAliasesDoNotSurviveReconnectV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	spec := connectSpec{Version: 5, ClientID: "alias-session", Clean: false, KeepAlive: 30,
+		Props: [][]byte{pU32(propSessionExpiry, 60), pU16(propTopicAliasMaximum, 5)}}
+	c := dialRaw(t, b, "first connection")
+	c.connect(spec)
+	c.subscribe(nil, rawSub{Filter: "ar/#", Options: 1})
+	c.send(v5pub("ar/in", 0, 0, "sets alias 1", pU16(propTopicAlias, 1)))
+	pub := dialV3(t, b, "pub", 4, true)
+	pub.pub(t, "ar/out", 1, false, "one")
+	for seen := 0; seen < 2; {
+		p := c.expectPublish()
+		c.send(ackPacket(true, tPUBACK, p.ID))
+		seen++
+	}
+	c.close()
+
+	pub.pub(t, "ar/out", 1, false, "while offline")
+	c = dialRaw(t, b, "second connection")
+	c.connect(spec)
+	p := c.expectPublish()
+	if p.Topic != "ar/out" {
+		a, has := p.Props.num(propTopicAlias)
+		t.Errorf("first PUBLISH on a new connection has topic %q and alias %v; want the full topic ar/out [MQTT-3.3.2-7]", p.Topic, aliasOf(a, has))
+	}
+	c.send(ackPacket(true, tPUBACK, p.ID))
+	c.send(v5pub("", 0, 0, "alias from the old connection", pU16(propTopicAlias, 1)))
+	got := c.waitClosed("PUBLISH using an alias set on a previous connection")
+	if len(got) == 0 || got[len(got)-1].Type != tDISCONNECT || !containsByte([]byte{0x82, 0x94}, got[len(got)-1].disconnectReason()) {
+		t.Errorf("PUBLISH with an empty topic and an alias only set on the previous connection: got %s; want DISCONNECT 0x82 Protocol Error (or 0x94)", describePackets(got))
+	}
+}
+
+// A retained message expires like any other: after its Message Expiry
+// Interval a new subscriber does not get it [MQTT-3.3.2-5]; before, it gets
+// the interval minus the time it was retained [MQTT-3.3.2-6].
+func TestConformanceRetainedMessageExpiryV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	pub, _ := dialV5(t, b, &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "rx/short", QoS: 1, Retain: true, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: u32p(1)}})
+	pub.pub(t, &paho.Publish{Topic: "rx/long", QoS: 1, Retain: true, Payload: []byte("long"), Properties: &paho.PublishProperties{MessageExpiry: u32p(60)}})
+	time.Sleep(2 * time.Second)
+	sub, _ := dialV5(t, b, &paho.Connect{ClientID: "sub", CleanStart: true})
+	sub.sub1(t, "rx/+", 1)
+	long := sub.in.waitPayload(t, "long")
+	pub.pub(t, &paho.Publish{Topic: "rx/fence", QoS: 1, Payload: []byte("fence")})
+	sub.in.waitPayload(t, "fence")
+	if got := sub.in.withPayload("short"); len(got) != 0 {
+		t.Errorf("retained message with Message Expiry Interval 1 s sent to a subscriber 2 s later [MQTT-3.3.2-5]")
+	}
+	if long.Props == nil || long.Props.MessageExpiry == nil || *long.Props.MessageExpiry > 58 {
+		t.Errorf("retained message (expiry 60 s) sent 2 s later with Message Expiry Interval %v, want at most 58 [MQTT-3.3.2-6]", expiryOf(long))
+	}
+}
+
+func expiryOf(m message) any {
+	if m.Props == nil || m.Props.MessageExpiry == nil {
+		return "absent"
+	}
+	return *m.Props.MessageExpiry
+}
+
+// max_packet_size is a bound on the whole packet: a PUBLISH of exactly that
+// size is accepted, one byte more is refused with DISCONNECT 0x95
+// (section 3.2.2.3.6).
+func TestConformanceMaximumPacketSizeBoundaryInbound(t *testing.T) {
+	const max = 1024
+	b := startBroker(t, func(c *broker.Config) { c.MaxPacketSize = max }, broker.Options{})
+	sub := dialV3(t, b, "sub", 4, true)
+	sub.sub(t, "mb/t", 0)
+	c := dialRaw(t, b, "publisher at the limit")
+	c.connect(connectSpec{Version: 5, ClientID: "limit", Clean: true, KeepAlive: 30})
+	sized := func(n int) []byte {
+		p := v5pub("mb/t", 0, 0, "")
+		return v5pub("mb/t", 0, 0, strings.Repeat("z", n-len(p)-1)) // remaining length grows to 2 bytes
+	}
+	exact := sized(max)
+	if len(exact) != max {
+		t.Fatalf("test bug: built a %d-byte packet, want %d", len(exact), max)
+	}
+	c.send(exact)
+	sub.in.waitFor(t, "the packet of exactly max_packet_size", func(m message) bool { return len(m.Payload) > 900 })
+	over := sized(max + 1)
+	c.send(over)
+	got := c.waitClosed("PUBLISH one byte over max_packet_size")
+	if len(got) != 1 || got[0].Type != tDISCONNECT || got[0].disconnectReason() != 0x95 {
+		t.Errorf("PUBLISH of %d bytes with max_packet_size %d: got %s, want DISCONNECT 0x95 Packet too large", len(over), max, describePackets(got))
+	}
+}
+
+// With Request Problem Information 0 the broker sends no Reason String or
+// User Property except on PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
+func TestConformanceRequestProblemInformationZeroV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{ACL: prefixACL{denyPublish: "secret/", denySubscribe: "secret/"}})
+	c := dialRaw(t, b, "no problem information")
+	c.connect(connectSpec{Version: 5, ClientID: "quiet", Clean: true, KeepAlive: 30, Props: [][]byte{pByte(0x17, 0)}})
+	c.send(v5pub("secret/x", 1, 5, "denied"))
+	ack := c.expect(tPUBACK)
+	r := &reader{b: ack.Body}
+	r.u16()
+	if len(r.b) > 0 {
+		reason := r.byte1()
+		if reason != 0x87 {
+			t.Errorf("PUBACK reason %s for a denied publish, want 0x87", reasonHex(reason))
+		}
+		if len(r.b) > 0 {
+			if ps := r.props(); len(ps) > 0 {
+				t.Errorf("PUBACK carries properties %+v although the client sent Request Problem Information 0 [MQTT-3.1.2-29]", ps)
+			}
+		}
+	} else {
+		t.Errorf("PUBACK for a denied publish has no reason code; want 0x87")
+	}
+	c.send(subscribePacket(true, 2, nil, rawSub{Filter: "secret/#", Options: 1}))
+	sa := c.expect(tSUBACK)
+	r = &reader{b: sa.Body}
+	r.u16()
+	if ps := r.props(); len(ps) > 0 {
+		t.Errorf("SUBACK carries properties %+v although the client sent Request Problem Information 0 [MQTT-3.1.2-29]", ps)
+	}
+}
+
+// Outbound QoS 2: PUBLISH, PUBREC from the client, PUBREL from the broker
+// with the same id, PUBCOMP from the client; delivered once (section 4.3.3).
+func TestConformanceQoS2OutboundFlowV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	c := dialRaw(t, b, "qos 2 subscriber")
+	c.connect(connectSpec{Version: 5, ClientID: "q2sub", Clean: true, KeepAlive: 30})
+	c.subscribe(nil, rawSub{Filter: "q2/t", Options: 2})
+	pub := dialV3(t, b, "pub", 4, true)
+	pub.pub(t, "q2/t", 2, false, "exactly once")
+	p := c.expectPublish()
+	if p.QoS != 2 || p.ID == 0 || p.Dup {
+		t.Fatalf("PUBLISH %+v, want QoS 2, non-zero id, DUP 0", p)
+	}
+	c.send(ackPacket(true, tPUBREC, p.ID))
+	rel := c.expect(tPUBREL)
+	if rel.Flags != 0x02 || rel.packetID() != p.ID {
+		t.Errorf("PUBREL flags %x id %d, want flags 2 [MQTT-3.6.1-1] and id %d", rel.Flags, rel.packetID(), p.ID)
+	}
+	c.send(ackPacket(true, tPUBCOMP, p.ID))
+	pub.pub(t, "q2/t", 0, false, "next")
+	if n := c.expectPublish(); n.Payload != "next" {
+		t.Errorf("after PUBCOMP got %q again, want the next message", n.Payload)
+	}
+}
