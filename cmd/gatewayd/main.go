@@ -113,6 +113,11 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		return exitStart
 	}
 
+	// Catch signals before anything announces that gatewayd is up, so that a
+	// signal sent as soon as the start-up line appears shuts down cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	srv, err := broker.New(cfg.Broker, broker.Options{Logger: log, Version: version})
 	if err != nil {
 		printErr(stderr, err)
@@ -130,7 +135,6 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	}
 	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	<-ctx.Done()
 	stop() // a second signal ends the process at once
 	log.Info("shutting down", "timeout", shutdownTimeout)
