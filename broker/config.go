@@ -24,14 +24,16 @@ type Config struct {
 	// client, whatever the client's own Receive Maximum.
 	MaxInflight uint16 `yaml:"max_inflight"`
 	// MaxQueuedMessages and MaxQueuedBytes bound one client's outbound queue
-	// (offline or slow). What does not fit is dropped and counted.
+	// of QoS 1/2 messages, in flight included (offline or slow). What does
+	// not fit is dropped and counted. 0 means no limit.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	MaxQueuedBytes    int `yaml:"max_queued_bytes"`
 	// MaxKeepAlive is the largest keepalive granted, in seconds (v5 Server
 	// Keep Alive is sent when it lowers the client's). 0 means no limit.
 	MaxKeepAlive uint16 `yaml:"max_keepalive"`
 	// MaxSessionExpiry caps a v5 client's Session Expiry Interval and is the
-	// expiry given to 3.1/3.1.1 persistent sessions.
+	// expiry given to 3.1/3.1.1 persistent sessions (clean session 0); 0
+	// makes every session end with its connection.
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	// TopicAliasMaximum is how many topic aliases a v5 client may use towards
 	// the broker; 0 disables inbound aliases.

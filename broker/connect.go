@@ -437,7 +437,7 @@ func (s *Server) publishWill(m *message) {
 // dropSessionLocked ends a session: its subscriptions leave the index and its
 // queue is forgotten. The caller holds s.mu and se.mu.
 func (s *Server) dropSessionLocked(se *session, t *tx) {
-	if se.stored(s) || s.durable {
+	if se.stored(s) {
 		t.add(state.Op{Kind: state.OpDeleteSession, ClientID: se.id})
 	}
 	for f := range se.subs {
