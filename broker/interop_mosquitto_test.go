@@ -76,7 +76,8 @@ func startMosquittoSub(t *testing.T, b *testBroker, args ...string) *mosquittoPr
 
 // startMosquittoSubscribed starts mosquitto_sub with one -t and returns
 // once the broker counts its subscription (mosquitto_sub's own debug output
-// is block-buffered on a pipe, so it cannot tell).
+// is block-buffered on a pipe, so it cannot tell). Other subscriptions on b
+// must not change meanwhile.
 func startMosquittoSubscribed(t *testing.T, b *testBroker, args ...string) *mosquittoProc {
 	t.Helper()
 	before := b.Stats().Subscriptions
@@ -173,10 +174,11 @@ var mosquittoVersions = []string{"31", "311", "5"}
 // mosquitto_pub and mosquitto_sub at MQTT 3.1, 3.1.1 and 5.0 exchange a
 // message at QoS 0, 1 and 2 through the broker.
 func TestInteropMosquittoPubSubRoundTrip(t *testing.T) {
-	b := startBroker(t, nil, broker.Options{})
 	for _, v := range mosquittoVersions {
 		for qos := 0; qos <= 2; qos++ {
 			t.Run(fmt.Sprintf("-V %s -q %d", v, qos), func(t *testing.T) {
+				// A broker each: the subscription count tells when mosquitto_sub is ready.
+				b := startBroker(t, nil, broker.Options{})
 				topic := fmt.Sprintf("interop/%s/%d", v, qos)
 				payload := fmt.Sprintf("hello from mosquitto_pub v%s qos %d", v, qos)
 				sub := startMosquittoSubscribed(t, b, "-V", v, "-q", strconv.Itoa(qos), "-t", topic, "-C", "1", "-W", "20",
