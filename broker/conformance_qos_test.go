@@ -100,7 +100,7 @@ func TestConformanceReceiveMaximumRespectedV5(t *testing.T) {
 	c.connect(connectSpec{Version: 5, ClientID: "rm2", Clean: true, KeepAlive: 30, Props: [][]byte{pU16(propReceiveMaximum, 2)}})
 	c.subscribe(nil, rawSub{Filter: "rm/t", Options: 1})
 	pub := dialV3(t, b, "pub", 4, true)
-	const n = 8
+	const n = 5
 	for i := range n {
 		pub.pub(t, "rm/t", 1, false, fmt.Sprintf("m%d", i))
 	}

@@ -200,3 +200,42 @@ func TestConformanceSlowConsumerDoesNotBlockOthers(t *testing.T) {
 	}
 	t.Logf("dropped for the slow consumer: %d of %d", dropped, n)
 }
+
+// An online subscriber that stops acknowledging QoS 1 gets at most
+// max_inflight messages in flight, at most max_queued_messages more are
+// queued, and the rest are dropped and counted: once it acknowledges, it
+// receives exactly the messages that were not counted as dropped.
+func TestConformanceOnlineQueueIsBoundedAndAccounted(t *testing.T) {
+	const inflight, queued, sent = 2, 3, 10
+	b := startBroker(t, func(c *broker.Config) {
+		c.MaxInflight = inflight
+		c.MaxQueuedMessages = queued
+	}, broker.Options{})
+	c := dialRaw(t, b, "slow acker")
+	c.connect(connectSpec{Version: 4, ClientID: "slow-acker", Clean: true, KeepAlive: 30})
+	c.subscribe(nil, rawSub{Filter: "oq/t", Options: 1})
+	before := b.Stats()
+	pub := dialV3(t, b, "pub", 4, true)
+	for i := range sent {
+		pub.pub(t, "oq/t", 1, false, fmt.Sprintf("m%d", i))
+	}
+	var ids []uint16
+	for range inflight {
+		ids = append(ids, c.expectPublish().ID)
+	}
+	c.expectNothing(fmt.Sprintf("%d QoS 1 messages unacknowledged with max_inflight %d", inflight, inflight))
+	dropped := int(b.Stats().DroppedQueueFull - before.DroppedQueueFull)
+	if dropped < sent-inflight-queued || dropped > sent-inflight {
+		t.Errorf("Stats().DroppedQueueFull rose by %d; with %d sent, %d in flight and max_queued_messages %d want between %d and %d", dropped, sent, inflight, queued, sent-inflight-queued, sent-inflight)
+	}
+	got := inflight
+	for _, id := range ids {
+		c.send(ackPacket(false, tPUBACK, id))
+	}
+	for got < sent-dropped {
+		p := c.expectPublish()
+		c.send(ackPacket(false, tPUBACK, p.ID))
+		got++
+	}
+	c.expectNothing(fmt.Sprintf("after %d delivered and %d counted as dropped of %d", got, dropped, sent))
+}

@@ -450,3 +450,38 @@ func TestConformanceUnsubscribeStopsDelivery(t *testing.T) {
 		t.Errorf("v5 UNSUBACK for a filter never subscribed: reasons % x, want [11] No subscription existed", ua.Reasons)
 	}
 }
+
+// Subscribing again to the same filter replaces the subscription
+// [MQTT-3.8.4-3]: its QoS and (v5) Subscription Identifier change, and a
+// message is still delivered once.
+func TestConformanceResubscribeReplacesSubscription(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	pub := dialV3(t, b, "pub", 4, true)
+
+	c3 := dialV3(t, b, "resub3", 4, true)
+	c3.sub(t, "resub/t", 0)
+	c3.sub(t, "resub/t", 2)
+	c3.sub(t, "resub/fence", 0)
+
+	c5, _ := dialV5(t, b, &paho.Connect{ClientID: "resub5", CleanStart: true})
+	for _, id := range []int{1, 2} {
+		c5.sub(t, &paho.Subscribe{Properties: &paho.SubscribeProperties{SubscriptionIdentifier: intp(id)},
+			Subscriptions: []paho.SubscribeOptions{{Topic: "resub/t", QoS: 1}}})
+	}
+	c5.sub1(t, "resub/fence", 0)
+
+	pub.pub(t, "resub/t", 2, false, "once")
+	pub.pub(t, "resub/fence", 0, false, "fence")
+	c3.in.waitPayload(t, "fence")
+	c5.in.waitPayload(t, "fence")
+	if got := c3.in.withPayload("once"); len(got) != 1 || got[0].QoS != 2 {
+		t.Errorf("3.1.1 client subscribed at QoS 0 then QoS 2 to the same filter received %v, want one copy at QoS 2", got)
+	}
+	got := c5.in.withPayload("once")
+	if len(got) != 1 {
+		t.Fatalf("v5 client that subscribed twice to the same filter received %d copies, want 1", len(got))
+	}
+	if id := subIDOf(got[0]); id != 2 {
+		t.Errorf("v5 message after re-subscribing with Subscription Identifier 2 (was 1) carries %v, want 2", id)
+	}
+}
