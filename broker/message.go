@@ -104,27 +104,33 @@ func (m *message) expired(now time.Time) bool {
 // it holds storeMu from begin to commit so that batches reach the store in the
 // order of the changes they describe; otherwise it does nothing.
 type tx struct {
-	s    *Server
-	ops  []state.Op
-	puts []*message // messages already in ops
+	s      *Server
+	locked bool // holds storeMu and collects ops
+	ops    []state.Op
+	puts   []*message // messages already in ops
 }
 
 func (s *Server) begin() tx {
 	if s.durable {
 		s.storeMu.Lock()
 	}
-	return tx{s: s}
+	return tx{s: s, locked: s.durable}
 }
 
+// beginTransient is begin for a change that cannot need the store (a QoS 0,
+// non-retained PUBLISH is never queued or retained): it keeps storeMu off the
+// QoS 0 hot path even with a durable store.
+func (s *Server) beginTransient() tx { return tx{s: s} }
+
 func (t *tx) add(op state.Op) {
-	if t.s.durable {
+	if t.locked {
 		t.ops = append(t.ops, op)
 	}
 }
 
 // putMessage adds OpPutMessage for m once, ahead of the ops that refer to it.
 func (t *tx) putMessage(m *message) {
-	if !t.s.durable || m.internal {
+	if !t.locked || m.internal {
 		return
 	}
 	for _, p := range t.puts {
@@ -136,15 +142,11 @@ func (t *tx) putMessage(m *message) {
 	t.ops = append(t.ops, state.Op{Kind: state.OpPutMessage, MessageID: m.ID, Message: &m.Message})
 }
 
-// stores reports whether the batch holds anything; an acknowledgement must
-// then wait for it.
-func (t *tx) stores() bool { return len(t.ops) > 0 }
-
 // commit hands the batch to the store. done (may be nil) runs when the batch
 // is durable, at once when there is nothing to store.
 func (t *tx) commit(done func(error)) {
 	s := t.s
-	if !s.durable {
+	if !t.locked {
 		if done != nil {
 			done(nil)
 		}

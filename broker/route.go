@@ -246,7 +246,12 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 		return true
 	}
 	se := c.sess
-	t := s.begin()
+	var t tx
+	if p.QoS == 0 && !p.Retain {
+		t = s.beginTransient()
+	} else {
+		t = s.begin()
+	}
 	if p.QoS == 2 {
 		se.mu.Lock()
 		_, dup := se.inbound[p.PacketID]
