@@ -122,6 +122,12 @@ func malformedCases() []malformedCase {
 		pre("CONNECT will QoS 3", "[MQTT-3.1.2-14]", connectPacket(connectSpec{Version: level, ClientID: "pre", Clean: true, KeepAlive: 30, Will: &willSpec{Topic: "w", Payload: "x", QoS: 3}}))
 		pre("CONNECT will topic with a wildcard", "[MQTT-3.1.3-11]", connectPacket(connectSpec{Version: level, ClientID: "pre", Clean: true, KeepAlive: 30, Will: &willSpec{Topic: "w/#", Payload: "x"}}))
 		pre("CONNECT with invalid UTF-8 client id", "[MQTT-1.5.4-1]", connectPacket(connectSpec{Version: level, ClientID: "a\xff", Clean: true, KeepAlive: 30}))
+		if level == 5 {
+			pre("CONNECT with Receive Maximum 0", "section 3.1.2.11.3", connectPacket(connectSpec{Version: 5, ClientID: "pre", Clean: true, KeepAlive: 30, Props: [][]byte{pU16(propReceiveMaximum, 0)}}))
+			pre("CONNECT with Maximum Packet Size 0", "section 3.1.2.11.4", connectPacket(connectSpec{Version: 5, ClientID: "pre", Clean: true, KeepAlive: 30, Props: [][]byte{pU32(propMaximumPacketSize, 0)}}))
+			pre("CONNECT with Session Expiry Interval twice", "section 3.1.2.11.2", connectPacket(connectSpec{Version: 5, ClientID: "pre", Clean: true, KeepAlive: 30, Props: [][]byte{pU32(propSessionExpiry, 1), pU32(propSessionExpiry, 2)}}))
+			pre("CONNECT with a will property not allowed in wills (Topic Alias)", "section 3.1.3.2", connectPacket(connectSpec{Version: 5, ClientID: "pre", Clean: true, KeepAlive: 30, Will: &willSpec{Topic: "w", Payload: "x", Props: [][]byte{pU16(propTopicAlias, 1)}}}))
+		}
 	}
 	return cs
 }

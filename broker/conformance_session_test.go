@@ -239,3 +239,34 @@ func TestConformanceOnlineQueueIsBoundedAndAccounted(t *testing.T) {
 	}
 	c.expectNothing(fmt.Sprintf("after %d delivered and %d counted as dropped of %d", got, dropped, sent))
 }
+
+// max_session_expiry is the expiry of 3.1.1 persistent sessions and caps a v5
+// client's Session Expiry Interval; CONNACK tells a v5 client the value used
+// (section 3.2.2.3.2).
+func TestConformanceMaxSessionExpiry(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.MaxSessionExpiry = time.Second }, broker.Options{})
+	sub := dialV3(t, b, "capped311", 4, false)
+	sub.sub(t, "cap/t", 1)
+	sub.Disconnect(100)
+
+	c, ca := dialV5(t, b, &paho.Connect{ClientID: "capped5", CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32p(3600)}})
+	if ca.Properties == nil || ca.Properties.SessionExpiryInterval == nil || *ca.Properties.SessionExpiryInterval != 1 {
+		var got any = "absent"
+		if ca.Properties != nil && ca.Properties.SessionExpiryInterval != nil {
+			got = *ca.Properties.SessionExpiryInterval
+		}
+		t.Errorf("v5 client asked for Session Expiry Interval 3600 with max_session_expiry 1s: CONNACK Session Expiry Interval %v, want 1", got)
+	}
+	c.sub1(t, "cap/t", 1)
+	_ = c.Disconnect(&paho.Disconnect{})
+
+	time.Sleep(2500 * time.Millisecond) // past the 1 s cap
+	_, tok := connectV3(t, v3Options(b, "capped311", 4, false))
+	if tok.Error() == nil && tok.SessionPresent() {
+		t.Errorf("3.1.1 persistent session reconnecting 2.5 s after disconnect with max_session_expiry 1s: Session Present 1, want 0 (expired)")
+	}
+	_, ca = dialV5(t, b, &paho.Connect{ClientID: "capped5", CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32p(3600)}})
+	if ca.SessionPresent {
+		t.Errorf("v5 session (asked 3600 s, capped to 1 s) reconnecting 2.5 s later: Session Present 1, want 0 (expired)")
+	}
+}
