@@ -266,22 +266,18 @@ func (c *conn) refuse(v packet.Version, reason packet.ReasonCode, why string) {
 		ack.Props.ReasonString = []byte(why)
 	}
 	c.outMu.Lock()
-	if !c.closed {
-		c.appendLocked(&ack, v)
-		c.closed, c.flushClose = true, true
-		c.kickLocked()
+	if c.closed {
+		c.outMu.Unlock()
+		return
 	}
+	c.appendLocked(&ack, v)
+	c.closed, c.flushClose = true, true
+	c.kickLocked()
+	w := c.writing
 	c.outMu.Unlock()
-	if !c.writingOrClose() {
+	if !w {
 		c.nc.Close()
 	}
-}
-
-// writingOrClose reports whether a writer will close the connection.
-func (c *conn) writingOrClose() bool {
-	c.outMu.Lock()
-	defer c.outMu.Unlock()
-	return c.writing
 }
 
 // disconnect ends the connection from the broker's side: v5 clients get a

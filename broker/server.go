@@ -228,7 +228,8 @@ func (s *Server) newConn(nc net.Conn, listener string) *conn {
 		nc.Close()
 		return nil
 	}
-	c := &conn{s: s, nc: nc, listener: listener}
+	// Problem information is on until CONNECT says otherwise (its default).
+	c := &conn{s: s, nc: nc, listener: listener, problemInfo: true}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
