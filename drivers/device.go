@@ -19,16 +19,17 @@ type deviceRun struct {
 	topic string
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	stats   DeviceStats
-	healthy bool
-	cl      *client.Client
-	infos   map[string]ChannelInfo
-	out     Output
-	lostAt  *time.Timer // applies the safe state after safe_after without broker
-	outMu   sync.Mutex  // serialises Set calls
-	closing bool        // under outMu: no command after the shutdown's safe state
-	stopped bool        // under mu: no more safe-state timers
+	mu         sync.Mutex
+	stats      DeviceStats
+	healthy    bool
+	cl         *client.Client
+	infos      map[string]ChannelInfo
+	out        Output
+	lostAt     *time.Timer // applies the safe state after safe_after without broker
+	outMu      sync.Mutex  // serialises Set calls
+	closing    bool        // under outMu: no command after the shutdown's safe state
+	stopped    bool        // under mu: no more safe-state timers
+	lastStatus string      // under mu: the availability last published
 }
 
 func (d *deviceRun) statusTopic() string { return d.topic + "/status" }
@@ -43,11 +44,17 @@ func (d *deviceRun) run(ctx context.Context) {
 	d.cl = cl
 	d.mu.Unlock()
 
-	// The hardware is opened before the broker is reached, so that an
+	// The broker connection and the hardware are brought up together: an
 	// output takes its initial state, and its safe state after safe_after,
-	// even when the broker never comes.
+	// even when the broker never comes; a device whose hardware is missing
+	// still says offline.
+	connected := make(chan error, 1)
+	go func() { connected <- cl.Connect(ctx) }()
 	dev := d.open(ctx)
 	if dev == nil {
+		if <-connected == nil {
+			d.shutdown(cl)
+		}
 		return
 	}
 	defer dev.Close()
@@ -56,9 +63,11 @@ func (d *deviceRun) run(ctx context.Context) {
 		d.mu.Lock()
 		d.out = out
 		d.mu.Unlock()
-		d.armSafeTimer()
+		if cl.State() != client.StateConnected {
+			d.armSafeTimer()
+		}
 	}
-	if err := cl.Connect(ctx); err != nil {
+	if err := <-connected; err != nil {
 		d.applySafe("shutdown")
 		d.stopSafeTimer()
 		return // ctx ended
@@ -206,8 +215,10 @@ func (d *deviceRun) succeed(counted bool) {
 	}
 	d.stats.Online = true
 	cl := d.cl
+	change := !was || d.lastStatus != Online
+	d.lastStatus = Online
 	d.mu.Unlock()
-	if !was && cl != nil {
+	if change && cl != nil {
 		d.publishStatus(cl, Online)
 	}
 }
@@ -222,8 +233,10 @@ func (d *deviceRun) fail(op string, err error) {
 	d.stats.Online = false
 	d.stats.LastError = op + ": " + err.Error()
 	cl := d.cl
+	change := was || d.lastStatus != Offline
+	d.lastStatus = Offline
 	d.mu.Unlock()
-	if cl != nil && (was || op == "open") {
+	if cl != nil && change {
 		d.publishStatus(cl, Offline)
 	}
 }
@@ -276,6 +289,10 @@ func (d *deviceRun) onConnection(s client.State, err error) {
 		d.stopSafeTimer()
 		d.mu.Lock()
 		cl, healthy := d.cl, d.healthy
+		d.lastStatus = Offline
+		if healthy {
+			d.lastStatus = Online
+		}
 		d.mu.Unlock()
 		if cl != nil {
 			st := Offline
