@@ -231,7 +231,7 @@ func (c *Client) manage(runCtx, firstCtx context.Context, first chan<- error, do
 		}
 		cn.wg.Wait()
 		err := cn.err
-		stopping := runCtx.Err() != nil
+		stopping := runCtx.Err() != nil || errors.Is(err, ErrClosed)
 		c.mu.Lock()
 		if c.conn == cn {
 			c.conn = nil
@@ -826,10 +826,12 @@ func (c *Client) disconnect(ctx context.Context, reason packet.ReasonCode) error
 			err = nil // gone anyway
 		}
 	}
+	// Cancel first, so that the manager sees a stop and not a lost
+	// connection to reconnect.
+	cancel()
 	if cn != nil {
 		cn.close(ErrClosed)
 	}
-	cancel()
 	select {
 	case <-done:
 	case <-ctx.Done():

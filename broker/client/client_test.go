@@ -44,6 +44,8 @@ func TestConnectReportsServerAndState(t *testing.T) {
 		var mu sync.Mutex
 		var states []State
 		c := connect(t, Options{URL: url, ClientID: "state-" + t.Name(), Protocol: v, CleanStart: true,
+			AutoReconnect: true, Backoff: Backoff{Base: time.Nanosecond, Cap: time.Nanosecond},
+			OnReconnectWait: func(int, time.Duration) { t.Errorf("reconnecting after Disconnect") },
 			OnConnectionChange: func(s State, err error) {
 				mu.Lock()
 				states = append(states, s)
