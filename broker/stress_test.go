@@ -36,7 +36,7 @@ func TestConcurrentPublishersSubscribers(t *testing.T) {
 				return
 			default:
 			}
-			opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("churn").
+			opts := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("churn").
 				SetCleanSession(false).SetAutoReconnect(false).SetWill("load/will", "x", 0, false)
 			c := mqtt.NewClient(opts)
 			if tok := c.Connect(); tok.WaitTimeout(wait) && tok.Error() == nil {
