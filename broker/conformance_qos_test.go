@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -238,5 +239,117 @@ func TestConformancePacketIDsNotReusedWhileInFlight(t *testing.T) {
 	}
 	for _, id := range order {
 		c.send(ackPacket(false, tPUBACK, id))
+	}
+}
+
+// Inbound QoS 2 state belongs to the session: after a reconnect the client
+// may re-send the PUBLISH (DUP) and then PUBREL with the same id, and the
+// message is still delivered exactly once [MQTT-4.3.3-*], [MQTT-4.4.0-1].
+func TestConformanceQoS2InboundSurvivesReconnect(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	sub := dialV3(t, b, "sub", 4, true)
+	sub.sub(t, "q2r/#", 2)
+	for _, level := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("level %d", level), func(t *testing.T) {
+			v5 := level == 5
+			spec := connectSpec{Version: level, ClientID: fmt.Sprintf("q2r-%d", level), Clean: false, KeepAlive: 30}
+			if v5 {
+				spec.Props = [][]byte{pU32(propSessionExpiry, 60)}
+			}
+			payload := fmt.Sprintf("exactly once across reconnect %d", level)
+			msg := pubSpec{Topic: fmt.Sprintf("q2r/%d", level), Payload: payload, QoS: 2, ID: 9}
+			c := dialRaw(t, b, "qos 2 publisher")
+			c.connect(spec)
+			c.send(publishPacket(v5, msg))
+			c.expect(tPUBREC)
+			c.close()
+
+			c = dialRaw(t, b, "qos 2 publisher, reconnected")
+			if ca := c.connect(spec); !ca.SessionPresent {
+				t.Fatalf("reconnect: Session Present 0, want 1")
+			}
+			msg.Dup = true
+			c.send(publishPacket(v5, msg))
+			if p := c.expect(tPUBREC); p.packetID() != 9 {
+				t.Fatalf("PUBREC id %d, want 9", p.packetID())
+			}
+			c.send(ackPacket(v5, tPUBREL, 9))
+			if p := c.expect(tPUBCOMP); p.packetID() != 9 {
+				t.Fatalf("PUBCOMP id %d, want 9", p.packetID())
+			}
+			fence := fmt.Sprintf("fence %d", level)
+			c.send(publishPacket(v5, pubSpec{Topic: msg.Topic, Payload: fence}))
+			sub.in.waitPayload(t, fence)
+			if got := sub.in.withPayload(payload); len(got) != 1 {
+				t.Errorf("QoS 2 message sent, connection dropped after PUBREC, re-sent with DUP and released: delivered %d times, want exactly once", len(got))
+			}
+		})
+	}
+}
+
+// Unacknowledged QoS 1 messages are re-sent after a reconnect in the order
+// they were first sent [MQTT-4.6.0-1], before newer ones.
+func TestConformanceRedeliveryKeepsOrder(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	spec := connectSpec{Version: 4, ClientID: "order", Clean: false, KeepAlive: 30}
+	c := dialRaw(t, b, "persistent subscriber")
+	c.connect(spec)
+	c.subscribe(nil, rawSub{Filter: "ord/t", Options: 1})
+	pub := dialV3(t, b, "pub", 4, true)
+	for i := range 3 {
+		pub.pub(t, "ord/t", 1, false, fmt.Sprintf("m%d", i))
+	}
+	for range 3 {
+		c.expectPublish()
+	}
+	c.close()
+	pub.pub(t, "ord/t", 1, false, "m3")
+	c = dialRaw(t, b, "persistent subscriber, reconnected")
+	c.connect(spec)
+	var got []string
+	for range 4 {
+		p := c.expectPublish()
+		got = append(got, fmt.Sprintf("%s dup=%v", p.Payload, p.Dup))
+		c.send(ackPacket(false, tPUBACK, p.ID))
+	}
+	if want := "m0 dup=true,m1 dup=true,m2 dup=true,m3 dup=false"; strings.Join(got, ",") != want {
+		t.Errorf("after reconnect received %v, want [%s] (unacknowledged first, in order, with DUP 1)", got, want)
+	}
+}
+
+// A takeover of a persistent session (clean session 0 / v5 expiry > 0)
+// resumes it: Session Present 1, and a message that was in flight to the old
+// connection is re-sent to the new one with DUP 1 [MQTT-4.4.0-1].
+func TestConformanceTakeoverResumesPersistentSession(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	for _, level := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("level %d", level), func(t *testing.T) {
+			v5 := level == 5
+			spec := connectSpec{Version: level, ClientID: fmt.Sprintf("resume-%d", level), Clean: false, KeepAlive: 30}
+			if v5 {
+				spec.Props = [][]byte{pU32(propSessionExpiry, 60)}
+			}
+			first := dialRaw(t, b, "first connection")
+			first.connect(spec)
+			first.subscribe(nil, rawSub{Filter: "tk/#", Options: 1})
+			pub := dialV3(t, b, fmt.Sprintf("pub-%d", level), 4, true)
+			pub.pub(t, fmt.Sprintf("tk/%d", level), 1, false, "in flight")
+			orig := first.expectPublish()
+
+			second := dialRaw(t, b, "second connection")
+			if ca := second.connect(spec); !ca.SessionPresent {
+				t.Errorf("taking over a persistent session: Session Present 0, want 1")
+			}
+			first.waitClosed("first connection after takeover")
+			p := second.expectPublish()
+			if p.Payload != "in flight" || !p.Dup || p.ID != orig.ID {
+				t.Errorf("new connection got %q dup=%v id=%d, want the in-flight message re-sent with DUP 1 and id %d", p.Payload, p.Dup, p.ID, orig.ID)
+			}
+			second.send(ackPacket(v5, tPUBACK, p.ID))
+			pub.pub(t, fmt.Sprintf("tk/%d", level), 1, false, "after takeover")
+			if p := second.expectPublish(); p.Payload != "after takeover" {
+				t.Errorf("new connection got %q, want the next message through the resumed subscription", p.Payload)
+			}
+		})
 	}
 }
