@@ -378,3 +378,56 @@ func TestConformanceQoS2OutboundFlowV5(t *testing.T) {
 		t.Errorf("after PUBCOMP got %q again, want the next message", n.Payload)
 	}
 }
+
+// retain_available false: CONNACK says Retain Available 0 and a v5 PUBLISH
+// with RETAIN 1 is answered with DISCONNECT 0x9A Retain not supported
+// (section 3.2.2.3.5); nothing is retained.
+func TestConformanceRetainNotAvailable(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.RetainAvailable = false }, broker.Options{})
+	c := dialRaw(t, b, "publishes retained")
+	ca := c.connect(connectSpec{Version: 5, ClientID: "retainer", Clean: true, KeepAlive: 30})
+	if v, ok := ca.Props.num(0x25); !ok || v != 0 {
+		t.Errorf("CONNACK Retain Available %v (present %v), want 0", v, ok)
+	}
+	c.send(publishPacket(true, pubSpec{Topic: "nr/t", QoS: 1, ID: 2, Retain: true, Payload: "keep me"}))
+	got := c.waitClosed("PUBLISH with RETAIN 1 when Retain Available is 0")
+	last := got[len(got)-1:]
+	if len(last) == 0 || last[0].Type != tDISCONNECT || last[0].disconnectReason() != 0x9A {
+		t.Errorf("got %s, want DISCONNECT 0x9A Retain not supported", describePackets(got))
+	}
+	sub := dialV3(t, b, "late", 4, true)
+	sub.sub(t, "nr/+", 1)
+	sub.sub(t, "nr-fence", 0)
+	pub := dialV3(t, b, "pub", 4, true)
+	pub.pub(t, "nr-fence", 0, false, "fence")
+	sub.in.waitPayload(t, "fence")
+	if got := sub.in.withPayload("keep me"); len(got) != 0 {
+		t.Errorf("a message was retained with retain_available false: %v", got)
+	}
+}
+
+// maximum_qos 1: CONNACK carries Maximum QoS 1, subscriptions are granted at
+// most QoS 1, and a v5 PUBLISH at QoS 2 gets DISCONNECT 0x9B QoS not
+// supported (section 3.2.2.3.4).
+func TestConformanceMaximumQoSOne(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.MaximumQoS = 1 }, broker.Options{})
+	s5, ca := dialV5(t, b, &paho.Connect{ClientID: "mq5", CleanStart: true})
+	if ca.Properties == nil || ca.Properties.MaximumQoS == nil || *ca.Properties.MaximumQoS != 1 {
+		t.Errorf("CONNACK Maximum QoS absent or not 1 with maximum_qos 1")
+	}
+	sa := s5.sub(t, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "mq/t", QoS: 2}}})
+	if len(sa.Reasons) != 1 || sa.Reasons[0] != 1 {
+		t.Errorf("v5 SUBSCRIBE QoS 2 with maximum_qos 1: SUBACK %v, want [1]", sa.Reasons)
+	}
+	s3 := dialV3(t, b, "mq3", 4, true)
+	if g := s3.sub(t, "mq/t", 2); g != 1 {
+		t.Errorf("3.1.1 SUBSCRIBE QoS 2 with maximum_qos 1: granted %d, want 1", g)
+	}
+	c := dialRaw(t, b, "qos 2 publisher")
+	c.connect(connectSpec{Version: 5, ClientID: "mq-pub", Clean: true, KeepAlive: 30})
+	c.send(v5pub("mq/t", 2, 1, "too high"))
+	got := c.waitClosed("v5 PUBLISH QoS 2 with Maximum QoS 1")
+	if len(got) != 1 || got[0].Type != tDISCONNECT || got[0].disconnectReason() != 0x9B {
+		t.Errorf("got %s, want DISCONNECT 0x9B QoS not supported", describePackets(got))
+	}
+}
