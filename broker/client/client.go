@@ -231,8 +231,10 @@ func (c *Client) manage(runCtx, firstCtx context.Context, first chan<- error, do
 		}
 		cn.wg.Wait()
 		err := cn.err
-		stopping := runCtx.Err() != nil || errors.Is(err, ErrClosed)
 		c.mu.Lock()
+		// Disconnect clears running before it sends DISCONNECT, which the
+		// server may answer by closing before runCtx is cancelled.
+		stopping := runCtx.Err() != nil || errors.Is(err, ErrClosed) || !c.running
 		if c.conn == cn {
 			c.conn = nil
 		}
@@ -254,8 +256,8 @@ func (c *Client) manage(runCtx, firstCtx context.Context, first chan<- error, do
 		}
 		c.mu.Unlock()
 		run(fails)
-		if errors.Is(err, ErrClosed) {
-			err = nil
+		if stopping {
+			err = nil // Disconnect: no failure to report
 		} else {
 			c.opts.Logger.Warn("mqtt connection lost", "url", c.opts.URL, "err", err)
 		}

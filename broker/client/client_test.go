@@ -50,6 +50,9 @@ func TestConnectReportsServerAndState(t *testing.T) {
 				mu.Lock()
 				states = append(states, s)
 				mu.Unlock()
+				if err != nil {
+					t.Errorf("state %v with error %v", s, err)
+				}
 			}})
 		if c.State() != StateConnected {
 			t.Fatalf("state %v after Connect", c.State())
