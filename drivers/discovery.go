@@ -79,6 +79,7 @@ type discovery struct {
 	cl        *client.Client
 	announced map[*deviceRun]map[string][]byte // device -> config topic -> payload
 	seen      map[string]bool                  // retained config topics under our node id
+	ready     bool                             // subscribed: configs may be published
 	synced    bool
 }
 
@@ -141,7 +142,10 @@ func (x *discovery) run(ctx context.Context) {
 			return
 		}
 	}
-	x.publishGateway()
+	x.mu.Lock()
+	x.ready = true
+	x.mu.Unlock()
+	x.republish()
 	cl.PublishAsync(&client.Message{Topic: x.syncTopic(), Payload: []byte("sync"), QoS: 1}, nil)
 	<-ctx.Done()
 }
@@ -173,8 +177,11 @@ func (x *discovery) announce(d *deviceRun) {
 	cfgs := x.r.discoveryConfigs(d)
 	x.mu.Lock()
 	x.announced[d] = cfgs
-	synced := x.synced
+	synced, ready := x.synced, x.ready
 	x.mu.Unlock()
+	if !ready {
+		return // published once subscribed
+	}
 	x.publish(cfgs)
 	if synced {
 		x.sweep()
