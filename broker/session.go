@@ -180,14 +180,23 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 		}
 		ob.pid = se.allocPID()
 		p.PacketID = ob.pid
-		if c.sendPublish(&p, false) == tooLarge {
+		switch c.sendPublish(&p, false) {
+		case tooLarge:
 			s.stats.tooLarge.Add(1)
 			s.stats.dropped.Add(1)
 			s.removeLocked(se, ob, t)
 			continue
+		case offline:
+			// The connection is known to be closing: the message was never
+			// sent, so it stays first in the queue and goes out without DUP
+			// when the session resumes.
+			ob.pid = 0
+			se.pendHead--
+			se.pending[se.pendHead] = ob
+			return
 		}
-		// A send to a connection that just closed still counts as sent: the
-		// message is redelivered with DUP set when the session resumes.
+		// Anything else counts as sent, even if the connection turns out to
+		// be dead: the message is redelivered with DUP set.
 		ob.phase = state.Sent
 		if se.inflight == nil {
 			se.inflight = make(map[uint16]*outbound)
