@@ -303,6 +303,7 @@ func TestConformanceRedeliveryKeepsOrder(t *testing.T) {
 		c.expectPublish()
 	}
 	c.close()
+	waitOffline(t, b, 1)
 	pub.pub(t, "ord/t", 1, false, "m3")
 	c = dialRaw(t, b, "persistent subscriber, reconnected")
 	c.connect(spec)

@@ -23,6 +23,7 @@ func TestConformancePersistentSessionQueuesWhileOfflineV311(t *testing.T) {
 	sub := dialV3(t, b, "persist311", 4, false)
 	sub.sub(t, "ps/#", 2)
 	sub.Disconnect(100)
+	waitOffline(t, b, 1)
 
 	pub := dialV3(t, b, "pub", 4, true)
 	pub.pub(t, "ps/1", 1, false, "q1-a")
@@ -68,6 +69,7 @@ func TestConformancePersistentSessionQueuesWhileOfflineV5(t *testing.T) {
 	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatalf("DISCONNECT: %v", err)
 	}
+	waitOffline(t, b, 1)
 	pub, _ := dialV5(t, b, &paho.Connect{ClientID: "pub", CleanStart: true})
 	pub.pub(t, &paho.Publish{Topic: "ps5/a", QoS: 1, Payload: []byte("q1")})
 	pub.pub(t, &paho.Publish{Topic: "ps5/b", QoS: 2, Payload: []byte("q2")})
@@ -93,6 +95,7 @@ func TestConformancePersistentSessionQueueIsBounded(t *testing.T) {
 	sub.sub(t, "bq/t", 1)
 	sub.sub(t, "bq/fence", 0)
 	sub.Disconnect(100)
+	waitOffline(t, b, 1)
 
 	before := b.Stats()
 	pub := dialV3(t, b, "pub", 4, true)

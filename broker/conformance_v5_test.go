@@ -26,6 +26,7 @@ func TestConformanceMessageExpiryV5(t *testing.T) {
 	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatalf("DISCONNECT: %v", err)
 	}
+	waitOffline(t, b, 1)
 
 	pub, _ := dialV5(t, b, &paho.Connect{ClientID: "pub", CleanStart: true})
 	pub.pub(t, &paho.Publish{Topic: "exp/short", QoS: 1, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: u32p(1)}})

@@ -112,6 +112,20 @@ func startBroker(t *testing.T, configure func(*broker.Config), opts broker.Optio
 	return &testBroker{Server: s, addr: addr, host: host, port: port}
 }
 
+// waitOffline waits until the broker counts n persistent sessions without a
+// connection, so that what is published next is queued for them rather than
+// written to a connection that is still being torn down.
+func waitOffline(t *testing.T, b *testBroker, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for b.Stats().ClientsDisconnected < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats().ClientsDisconnected is %d %v after the client went away, want %d", b.Stats().ClientsDisconnected, waitTimeout, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // ---------------------------------------------------------------------------
 // Received messages, whatever the client.
 
