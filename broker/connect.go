@@ -95,7 +95,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 		return c.refuseConnect(v, packet.BadAuthenticationMethod, "enhanced authentication is not supported")
 	}
 	if s.opts.Auth != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
 		reason := s.opts.Auth.Authenticate(ctx, ci)
 		cancel()
 		if reason != packet.Success {

@@ -55,6 +55,8 @@ type Server struct {
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	stop    chan struct{}  // closed by Shutdown
+	ctx     context.Context
+	cancel  context.CancelFunc // cancels ctx (Authenticator calls) on Shutdown
 	nextMsg atomic.Uint64  // next message id
 	rr      atomic.Uint64  // shared subscription round robin
 	startAt time.Time
@@ -95,6 +97,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		conns:    make(map[*conn]struct{}),
 		stop:     make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.nextMsg.Store(1)
 	s.routes.New = func() any { return newRoute(s) }
 	return s, nil
@@ -251,6 +254,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closing = true
 	close(s.stop)
+	s.cancel()
 	lns := s.listeners
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
