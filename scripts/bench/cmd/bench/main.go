@@ -60,6 +60,9 @@ func run() int {
 			*duration = time.Second
 		}
 		sz = sizes{duration: *duration, maxPerPub: 2000, quiet: time.Second, settle: 200 * time.Millisecond}
+		if !flagSet("timeout") {
+			*timeout = 10 * time.Minute
+		}
 	}
 
 	var ws []workload

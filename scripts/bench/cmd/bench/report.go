@@ -358,9 +358,14 @@ func (rp *report) targets() []target {
 		} else {
 			all, parts := true, []string{}
 			for _, n := range []string{"paced-qos0", "paced-qos1"} {
-				v := rp.cell(n, "gatewayd").med(func(r *result) float64 { return float64(r.p99) })
+				p99 := func(r *result) float64 { return float64(r.p99) }
+				v := rp.cell(n, "gatewayd").med(p99)
 				all = all && v <= float64(500*time.Microsecond)
-				parts = append(parts, n+" "+fmtDur(v))
+				s := n + " " + fmtDur(v)
+				if f := rp.cell(n, "forwarder"); f != nil && f.na() == "" {
+					s += fmt.Sprintf(" (forwarder, this machine's floor: %s)", fmtDur(f.med(p99)))
+				}
+				parts = append(parts, s)
 			}
 			t.status, t.detail = verdict(all), strings.Join(parts, ", ")
 		}
@@ -397,7 +402,7 @@ func (rp *report) targets() []target {
 				if !gw.clean() {
 					s += ", gatewayd lost/duplicated/reordered messages"
 				}
-				parts = append(parts, s)
+				parts = append(parts, s+" → "+verdict(ok))
 			}
 			t.status, t.detail = verdict(all), strings.Join(parts, "; ")
 		}
@@ -419,6 +424,10 @@ func (rp *report) targets() []target {
 			t.detail = fmt.Sprintf("gatewayd durable %s msg/s vs mosquitto sat-qos1-fanin %s msg/s", fmtRate(v), fmtRate(m))
 			if !gw.clean() {
 				t.detail += "; gatewayd lost/duplicated/reordered messages"
+			}
+			if gw.med(func(r *result) float64 { return float64(r.dataBytes) }) == 0 {
+				t.status += " (in memory)"
+				t.detail += "; gatewayd wrote nothing under data_dir, so its session was held in memory: not yet a durable measurement"
 			}
 		}
 		ts = append(ts, t)
