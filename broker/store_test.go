@@ -289,3 +289,44 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("retained after restart: %+v", p)
 	}
 }
+
+// TestDurableStoreRestart: with the real on-disk store, a queued QoS 1
+// message of a persistent session and a retained message survive a restart.
+func TestDurableStoreRestart(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *state.Durable {
+		d, err := state.OpenDurable(dir, state.DurableOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	s1, addr := startServer(t, nil, Options{Store: open()})
+	persistentSubscriber(t, addr, "durable", "d/#")
+	pub := dialRaw(t, addr, packet.V5)
+	pub.mustConnect("pub", true)
+	pub.publish("d/q", 1, false, 1, "queued")
+	pub.nextAck(packet.PUBACK)
+	pub.publish("d/r", 1, true, 2, "retained")
+	pub.nextAck(packet.PUBACK)
+	shutdown(t, s1)
+
+	_, addr2 := startServer(t, nil, Options{Store: open()})
+	c := dialRaw(t, addr2, packet.V311)
+	if ack := c.mustConnect("durable", false); !ack.SessionPresent {
+		t.Fatal("session not restored from disk")
+	}
+	for _, want := range []string{"queued", "retained"} {
+		p := c.nextPublish()
+		if string(p.Payload) != want {
+			t.Fatalf("got %q, want %q", p.Payload, want)
+		}
+		c.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
+	}
+	sub := dialRaw(t, addr2, packet.V311)
+	sub.mustConnect("fresh", true)
+	sub.subscribe(1, "d/r", 0)
+	if p := sub.nextPublish(); string(p.Payload) != "retained" || !p.Retain {
+		t.Fatalf("retained: %+v", p)
+	}
+}
