@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"time"
 	"testing"
 
 	"gatewayd/broker/packet"
@@ -109,5 +110,69 @@ func TestPendingQueueBoundAndCancel(t *testing.T) {
 	}
 	if p := <-sent; p != "third" {
 		t.Fatalf("after the first, the server got %q, want third (the cancelled one is dropped)", p)
+	}
+}
+
+// TestConnectCarriesOptions checks the CONNECT built from Options, v5
+// properties and will included, and that a reconnection resumes rather than
+// starts clean.
+func TestConnectCarriesOptions(t *testing.T) {
+	dial, servers := pipeDialer(t, packet.V5)
+	type seen struct {
+		clean                    bool
+		keepAlive                uint16
+		id, user, pass           string
+		expiry                   uint32
+		recvMax, aliasMax        uint16
+		maxPacket                uint32
+		user0                    string
+		willTopic, willPayload   string
+		willQoS                  byte
+		willRetain               bool
+		willDelay, willExpiry    uint32
+		willContentType, willUP0 string
+	}
+	got := make(chan seen, 2)
+	go func() {
+		for range 2 {
+			s := <-servers
+			p, ok := s.read().(*packet.Connect)
+			if !ok {
+				t.Error("no CONNECT")
+				return
+			}
+			pp, wp := &p.Props, &p.WillProps
+			got <- seen{
+				clean: p.CleanStart, keepAlive: p.KeepAlive, id: string(p.ClientID),
+				user: string(p.Username), pass: string(p.Password),
+				expiry: pp.SessionExpiry, recvMax: pp.ReceiveMaximum, aliasMax: pp.TopicAliasMaximum,
+				maxPacket: pp.MaximumPacketSize, user0: string(pp.User[0].Key) + "=" + string(pp.User[0].Value),
+				willTopic: string(p.WillTopic), willPayload: string(p.WillPayload), willQoS: p.WillQoS, willRetain: p.WillRetain,
+				willDelay: wp.WillDelay, willExpiry: wp.MessageExpiry, willContentType: string(wp.ContentType),
+				willUP0: string(wp.User[0].Key) + "=" + string(wp.User[0].Value),
+			}
+			s.write(&packet.Connack{})
+			s.finish()
+			s.nc.Close() // the first connection is lost at once
+		}
+	}()
+	connect(t, Options{
+		Dialer: dial, ClientID: "gw-42", Username: "gw", Password: "secret", CleanStart: true,
+		SessionExpiry: time.Hour, KeepAlive: 30 * time.Second, AutoReconnect: true, Backoff: fastBackoff,
+		ConnectProperties: ConnectProperties{ReceiveMaximum: 10, TopicAliasMaximum: 5, MaximumPacketSize: 65536,
+			UserProperties: []UserProperty{{"site", "plant-3"}}},
+		Will: &Will{Message: Message{Topic: "gw/42/status", Payload: []byte("offline"), QoS: 1, Retain: true,
+			MessageExpiry: 10 * time.Minute, ContentType: "text/plain", UserProperties: []UserProperty{{"why", "lost"}}},
+			Delay: 30 * time.Second},
+	})
+	want := seen{clean: true, keepAlive: 30, id: "gw-42", user: "gw", pass: "secret", expiry: 3600, recvMax: 10,
+		aliasMax: 5, maxPacket: 65536, user0: "site=plant-3", willTopic: "gw/42/status", willPayload: "offline",
+		willQoS: 1, willRetain: true, willDelay: 30, willExpiry: 600, willContentType: "text/plain", willUP0: "why=lost"}
+	if s := <-got; s != want {
+		t.Fatalf("CONNECT\n got %+v\nwant %+v", s, want)
+	}
+	want.clean = false
+	if s := <-got; s != want {
+		t.Fatalf("reconnection CONNECT\n got %+v\nwant %+v", s, want)
 	}
 }

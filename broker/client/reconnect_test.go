@@ -154,6 +154,10 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 			opts := Options{URL: px.URL(), Protocol: ver.v, ClientID: "q2-client-" + t.Name(), SessionExpiry: time.Hour,
 				AutoReconnect: true, Backoff: fastBackoff}
 			c := connect(t, opts)
+			back := newCollector()
+			if _, err := c.Subscribe(testCtx(t), back.handle, Subscription{Filter: "q2back/#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
 			px.setDrop(func(t packet.Type) bool { return t == packet.PUBCOMP })
 			done := make(chan error, 1)
 			c.PublishAsync(&Message{Topic: "q2/x", Payload: []byte("exactly once"), QoS: 2}, func(err error) { done <- err })
@@ -171,6 +175,17 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 				t.Fatalf("PUBREL sent %d times, want twice with the same id", len(rels))
 			}
 			if m := got.next(t); string(m.Payload) != "exactly once" {
+				t.Fatalf("got %+v", m)
+			}
+			// The session was resumed: the subscription was kept by the
+			// server, not sent again.
+			if n := len(px.sentPackets(packet.SUBSCRIBE)); n != 1 {
+				t.Fatalf("SUBSCRIBE sent %d times; a resumed session keeps subscriptions", n)
+			}
+			if err := watcher.Publish(testCtx(t), &Message{Topic: "q2back/x", Payload: []byte("kept"), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if m := back.next(t); string(m.Payload) != "kept" {
 				t.Fatalf("got %+v", m)
 			}
 			// Exactly once: nothing else arrives before a later marker.
