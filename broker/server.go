@@ -57,8 +57,8 @@ type Server struct {
 	stop    chan struct{}  // closed by Shutdown
 	ctx     context.Context
 	cancel  context.CancelFunc // cancels ctx (Authenticator calls) on Shutdown
-	nextMsg atomic.Uint64  // next message id
-	rr      atomic.Uint64  // shared subscription round robin
+	nextMsg atomic.Uint64      // next message id
+	rr      atomic.Uint64      // shared subscription round robin
 	startAt time.Time
 	stats   counters
 

@@ -80,14 +80,19 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 // sendRetained delivers the retained messages matching a new subscription,
 // with the retain flag set.
 func (s *Server) sendRetained(se *session, opts state.Subscription) {
-	var ms []*message
+	var ms, expired []*message
 	now := time.Now()
 	s.retained.Match(opts.Filter, func(_ string, m *message) bool {
-		if !m.expired(now) {
+		if m.expired(now) {
+			expired = append(expired, m)
+		} else {
 			ms = append(ms, m)
 		}
 		return true
 	})
+	if len(expired) > 0 {
+		s.dropExpiredRetained(expired)
+	}
 	if len(ms) == 0 {
 		return
 	}
@@ -134,4 +139,21 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 	se.mu.Unlock()
 	t.commit(nil)
 	c.send(&packet.Unsuback{PacketID: p.PacketID, Reasons: reasons})
+}
+
+// dropExpiredRetained removes retained messages whose expiry passed (found
+// on the way, so an expired message costs memory only until someone looks).
+func (s *Server) dropExpiredRetained(ms []*message) {
+	t := s.begin()
+	for _, m := range ms {
+		// Only if the slot still holds this message: a newer one may have
+		// replaced it meanwhile.
+		if cur, ok := s.retained.Get(m.Topic); ok && cur == m && s.retained.Delete(m.Topic) {
+			s.stats.expired.Add(1)
+			if !m.internal {
+				t.add(state.Op{Kind: state.OpClearRetained, Topic: m.Topic})
+			}
+		}
+	}
+	t.commit(nil)
 }

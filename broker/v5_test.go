@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gatewayd/broker/packet"
 )
@@ -468,5 +469,29 @@ func TestRetainHandling(t *testing.T) {
 	c.send(&packet.Pingreq{})
 	if p := c.next(); p.Type() != packet.PINGRESP {
 		t.Fatalf("got %v: a retained message was sent for retain handling 1 (existing) or 2", p.Type())
+	}
+}
+
+// TestExpiredRetainedDropped: a retained message whose expiry passed is not
+// delivered and leaves the retained store.
+func TestExpiredRetainedDropped(t *testing.T) {
+	s, addr := startServer(t, nil, Options{})
+	pub := dialRaw(t, addr, packet.V5)
+	pub.mustConnect("pub", true)
+	p := &packet.Publish{Topic: []byte("e/short"), Retain: true, Payload: []byte("s")}
+	p.Props.MessageExpiry = 1
+	p.Props.Set(packet.PropMessageExpiry)
+	pub.send(p)
+	waitFor(t, "retained", func() bool { return s.Stats().Retained == 1 })
+	time.Sleep(1100 * time.Millisecond) // let the one-second expiry pass
+	sub := dialRaw(t, addr, packet.V5)
+	sub.mustConnect("sub", true)
+	sub.subscribe(1, "e/#", 0)
+	sub.send(&packet.Pingreq{})
+	if p := sub.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v, want no expired retained message", p.Type())
+	}
+	if st := s.Stats(); st.Retained != 0 || st.DroppedExpired != 1 {
+		t.Fatalf("retained %d expired %d", st.Retained, st.DroppedExpired)
 	}
 }
