@@ -86,7 +86,8 @@ func TestGPIOInDebounceAbsorbsBouncesAndPublishesTheSettledLevel(t *testing.T) {
 	for _, l := range []gpio.Level{gpio.Low, gpio.High, gpio.Low} {
 		pin.EdgesChan <- l
 	}
-	sub.expect(i, "gatewayd/gw1/button/state", "OFF")
+	i = sub.expect(i, "gatewayd/gw1/button/state", "OFF")
+	sub.expect(i, "gatewayd/gw1/button/count", "2")
 	want := []string{"OFF", "ON", "OFF"}
 	if got := sub.payloads("gatewayd/gw1/button/state"); !equal(got, want) {
 		t.Errorf("states = %q, want %q (one per settled level)", got, want)
