@@ -214,3 +214,20 @@ func TestConformanceAuthorizerCanReadFiltersDelivery(t *testing.T) {
 		t.Errorf("v5 client denied reading private/ received %v", got)
 	}
 }
+
+// MQTT 5.0 allows a password without a user name (section 3.1.2.9); 3.1.1
+// does not [MQTT-3.1.2-22] (covered by the malformed CONNECT table).
+func TestConformancePasswordWithoutUsernameV5(t *testing.T) {
+	auth := &passwords{users: map[string]string{"": "token-only"}}
+	b := startBroker(t, nil, broker.Options{Auth: auth})
+	c := dialRaw(t, b, "password only")
+	ca := c.connectAny(connectSpec{Version: 5, ClientID: "token", Clean: true, KeepAlive: 30, Password: strp("token-only")})
+	if ca.Code != 0 {
+		t.Fatalf("v5 CONNECT with a password and no user name: CONNACK %s, want 0x00 (the Authenticator accepts it)", reasonHex(ca.Code))
+	}
+	auth.mu.Lock()
+	defer auth.mu.Unlock()
+	if n := len(auth.seen); n != 1 || !auth.seen[0].PasswordSet || string(auth.seen[0].Password) != "token-only" || auth.seen[0].Username != "" {
+		t.Errorf("Authenticator saw %+v, want one client with no user name and password token-only", auth.seen)
+	}
+}

@@ -78,3 +78,20 @@ func TestConformanceConnectionWithoutConnectIsClosed(t *testing.T) {
 		t.Errorf("got %s, want the connection closed with nothing sent", describePackets(got))
 	}
 }
+
+// Any control packet from the client counts for keep alive
+// [MQTT-3.1.2-23]: a client with Keep Alive 1 that publishes every 250 ms
+// for 2 s and never sends PINGREQ stays connected.
+func TestConformanceKeepAliveResetByAnyPacket(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	c := dialRaw(t, b, "busy publisher")
+	c.connect(connectSpec{Version: 4, ClientID: "busy", Clean: true, KeepAlive: 1})
+	for i := range 8 {
+		c.send(v3pub("busy/t", 0, 0, fmt.Sprint(i)))
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.send([]byte{0xC0, 0x00})
+	if p, err := c.next(waitTimeout); err != nil || p.Type != tPINGRESP {
+		t.Fatalf("after 2 s of PUBLISH every 250 ms with Keep Alive 1: got %v, %v; want the connection open (PINGRESP)", p, err)
+	}
+}

@@ -485,3 +485,44 @@ func TestConformanceResubscribeReplacesSubscription(t *testing.T) {
 		t.Errorf("v5 message after re-subscribing with Subscription Identifier 2 (was 1) carries %v, want 2", id)
 	}
 }
+
+// Topic names are UTF-8 with any characters but wildcards and U+0000: spaces,
+// non-ASCII and empty levels are delivered intact, and matching is exact
+// (case-sensitive) [MQTT-4.7.3-4].
+func TestConformanceTopicNamesDeliveredIntact(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	sub := dialV3(t, b, "sub", 4, true)
+	sub.sub(t, "names/#", 1)
+	sub.sub(t, "Names/exact", 1)
+	pub := dialV3(t, b, "pub", 4, true)
+	topics := []string{"names/with space", "names/ünïcödé/€", "names//empty/level/", "names/" + strings.Repeat("long", 200), "names/exact"}
+	for _, tp := range topics {
+		pub.pub(t, tp, 1, false, "to "+tp)
+	}
+	pub.pub(t, "Names/exact", 1, false, "fence")
+	sub.in.waitPayload(t, "fence")
+	for _, tp := range topics {
+		got := sub.in.withPayload("to " + tp)
+		if len(got) != 1 || got[0].Topic != tp {
+			t.Errorf("published on %q, received %v; want exactly one message on the same topic", tp, got)
+		}
+	}
+	if got := sub.in.withTopic("Names/exact"); len(got) != 1 {
+		t.Errorf("'Names/exact' and 'names/exact' differ only in case: got %d messages on Names/exact, want 1", len(got))
+	}
+}
+
+// A non-retained message with an empty payload is an ordinary message and is
+// delivered with its empty payload.
+func TestConformanceEmptyPayloadDelivered(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	sub, _ := dialV5(t, b, &paho.Connect{ClientID: "sub", CleanStart: true})
+	sub.sub1(t, "empty/#", 1)
+	pub := dialV3(t, b, "pub", 4, true)
+	pub.pub(t, "empty/t", 1, false, "")
+	pub.pub(t, "empty/fence", 1, false, "fence")
+	sub.in.waitPayload(t, "fence")
+	if got := sub.in.withTopic("empty/t"); len(got) != 1 || got[0].Payload != "" {
+		t.Errorf("message with an empty payload: received %v, want one with an empty payload", got)
+	}
+}
