@@ -193,11 +193,7 @@ func goBuild(ctx context.Context, dir, pkg, out string, env ...string) error {
 	cmd.Env = append(os.Environ(), env...)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
-		msg := strings.TrimSpace(string(b))
-		if i := strings.Index(msg, "\n"); i >= 0 && len(msg) > 300 {
-			msg = msg[:300]
-		}
-		return fmt.Errorf("go build %s: %v: %s", pkg, err, strings.ReplaceAll(msg, "\n", " | "))
+		return fmt.Errorf("go build %s: %v: %s", pkg, err, oneLine(strings.TrimSpace(string(b))))
 	}
 	return nil
 }
@@ -357,7 +353,7 @@ func armBinarySize(ctx context.Context, repo, binDir string) (int64, error) {
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=6")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build: %v: %s", err, strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", " | "))
+		return 0, fmt.Errorf("build: %v: %s", err, oneLine(strings.TrimSpace(string(b))))
 	}
 	st, err := os.Stat(out)
 	if err != nil {

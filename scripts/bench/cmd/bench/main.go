@@ -115,6 +115,11 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
+	if wd, err := os.Getwd(); err == nil {
+		if d, ok := findModule(wd, "gatewayd/scripts/bench"); ok {
+			benchDir = d // the harness's own module, even with -repo elsewhere
+		}
+	}
 	tmp, err := os.MkdirTemp("", "gatewayd-bench-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -170,7 +175,7 @@ func run() int {
 				rp.cells[w.name+"/"+b.name].rounds = append(rp.cells[w.name+"/"+b.name].rounds, r)
 				switch {
 				case b.unavailable != "":
-					r.na = "not available: " + b.unavailable
+					r.na = "not available: " + oneLine(b.unavailable)
 				case b.name == "forwarder" && w.forwarderNA != "":
 					r.na = "n/a: " + w.forwarderNA
 				default:
@@ -339,6 +344,22 @@ func setNice(n int) error {
 	return nil
 }
 
+// findModule walks up from dir to the directory whose go.mod declares module.
+func findModule(dir, module string) (string, bool) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.TrimSpace(line) == "module "+module {
+					return d, true
+				}
+			}
+		}
+		if filepath.Dir(d) == d {
+			return "", false
+		}
+	}
+}
+
 // findRepo walks up from dir (or the working directory) to the gatewayd
 // module root and returns it and the bench module's directory.
 func findRepo(dir string) (string, string, error) {
@@ -349,19 +370,11 @@ func findRepo(dir string) (string, string, error) {
 		}
 	}
 	dir, _ = filepath.Abs(dir)
-	for d := dir; ; d = filepath.Dir(d) {
-		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
-		if err == nil {
-			for _, line := range strings.Split(string(b), "\n") {
-				if strings.TrimSpace(line) == "module gatewayd" {
-					return d, filepath.Join(d, "scripts", "bench"), nil
-				}
-			}
-		}
-		if filepath.Dir(d) == d {
-			return "", "", errors.New("no gatewayd module (go.mod with 'module gatewayd') above " + dir + "; pass -repo")
-		}
+	root, ok := findModule(dir, "gatewayd")
+	if !ok {
+		return "", "", errors.New("no gatewayd module (go.mod with 'module gatewayd') above " + dir + "; pass -repo")
 	}
+	return root, filepath.Join(root, "scripts", "bench"), nil
 }
 
 func goVersion() string {
