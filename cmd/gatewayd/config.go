@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"gatewayd/broker"
+	"gatewayd/broker/state"
 	"gatewayd/config"
 )
 
@@ -16,9 +17,11 @@ type Config struct {
 	GatewayID string `yaml:"gateway_id"`
 	// DataDir holds the state that outlives the process. It is created (mode
 	// 0700) if missing; a relative path is relative to the working directory.
-	DataDir string        `yaml:"data_dir"`
-	Log     LogConfig     `yaml:"log"`
-	Broker  broker.Config `yaml:"broker"`
+	DataDir string `yaml:"data_dir"`
+	// Store configures the broker's durable store, kept in <data_dir>/store.
+	Store  state.Config  `yaml:"store"`
+	Log    LogConfig     `yaml:"log"`
+	Broker broker.Config `yaml:"broker"`
 }
 
 // LogConfig configures gatewayd's own log (stderr).
@@ -55,6 +58,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, config.Errorf("data_dir", "must not be empty"))
 	}
+	errs = append(errs, config.Prefix("store", c.Store.Validate()))
 	errs = append(errs, config.Prefix("log", c.Log.Validate()))
 	errs = append(errs, config.Prefix("broker", c.Broker.Validate()))
 	return errors.Join(errs...)

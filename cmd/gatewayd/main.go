@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"gatewayd/broker"
+	"gatewayd/broker/state"
 	"gatewayd/config"
 )
 
@@ -118,12 +120,26 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv, err := broker.New(cfg.Broker, broker.Options{Logger: log, Version: version})
+	storeDir := filepath.Join(cfg.DataDir, "store")
+	opts := cfg.Store.Options()
+	opts.Logf = func(format string, args ...any) { log.Warn("store: " + fmt.Sprintf(format, args...)) }
+	store, err := state.OpenDurable(storeDir, opts)
 	if err != nil {
+		printErr(stderr, file.Locate(config.Errorf("data_dir", "%v", err)))
+		return exitStart
+	}
+	if damaged, why := store.Damaged(); damaged {
+		log.Error("store was damaged: moved aside, starting with no stored sessions or messages", "dir", storeDir, "why", why)
+	}
+
+	srv, err := broker.New(cfg.Broker, broker.Options{Store: store, Logger: log, Version: version})
+	if err != nil {
+		store.Close()
 		printErr(stderr, err)
 		return exitConfig
 	}
 	if err := srv.Start(); err != nil {
+		store.Close()
 		printErr(stderr, err)
 		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EACCES) {
 			fmt.Fprintln(stderr, "gatewayd: "+listenHint(file, cfg.Broker, err, *configPath == ""))

@@ -611,3 +611,96 @@ func TestMosquittoSubSeesSysTopics(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// readPacket reads one MQTT packet: its first byte and its body.
+func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
+	t.Helper()
+	first, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("reading a packet: %v", err)
+	}
+	n, mul := 0, 1
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("reading a packet: %v", err)
+		}
+		n += int(b&0x7f) * mul
+		if b&0x80 == 0 {
+			break
+		}
+		mul *= 128
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("reading a packet: %v", err)
+	}
+	return first, body
+}
+
+// A QoS 1 retained message acknowledged before a restart is there after it:
+// the broker's store lives in data_dir.
+func TestRetainedMessageSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	path := writeConfig(t, dir, brokerConfig(dir, addr))
+
+	p := start(t, dir, nil, nil, "--config", path)
+	p.waitListening()
+	c, _ := mqttConnect(t, addr, 4)
+	// PUBLISH QoS 1, retain, topic "t/r", packet id 1, payload "kept".
+	if _, err := c.Write([]byte{0x33, 11, 0, 3, 't', '/', 'r', 0, 1, 'k', 'e', 'p', 't'}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readPacket(t, bufio.NewReader(c)); typ != 0x40 || !bytes.Equal(body, []byte{0, 1}) {
+		t.Fatalf("got %#x % x, want PUBACK for packet 1", typ, body)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "store")); err != nil {
+		t.Errorf("no store under data_dir: %v", err)
+	}
+
+	p = start(t, dir, nil, nil, "--config", path)
+	p.waitListening()
+	c, _ = mqttConnect(t, addr, 4)
+	// SUBSCRIBE packet id 2 to "t/r" at QoS 1.
+	if _, err := c.Write([]byte{0x82, 8, 0, 2, 0, 3, 't', '/', 'r', 1}); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	if typ, body := readPacket(t, r); typ != 0x90 || !bytes.Equal(body, []byte{0, 2, 1}) {
+		t.Fatalf("got %#x % x, want SUBACK granting QoS 1", typ, body)
+	}
+	typ, body := readPacket(t, r)
+	if typ&0xf1 != 0x31 || !bytes.HasPrefix(body, []byte{0, 3, 't', '/', 'r'}) || !bytes.HasSuffix(body, []byte("kept")) {
+		t.Fatalf("got %#x % x, want the retained PUBLISH of t/r", typ, body)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+}
+
+func TestSecondGatewaydOnTheSameDataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	first := start(t, dir, nil, nil, "--config", writeConfig(t, dir, brokerConfig(dir, freeAddr(t))))
+	first.waitListening()
+
+	other := t.TempDir()
+	path := writeConfig(t, other, brokerConfig(dir, freeAddr(t))) // same data_dir
+	second := start(t, other, nil, nil, "--config", path)
+	if code := second.exitCode(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, second.stderr.String())
+	}
+	if !strings.Contains(second.stderr.String(), "gatewayd: "+path+":2: data_dir: ") {
+		t.Errorf("stderr does not point at data_dir:\n%s", second.stderr.String())
+	}
+
+	first.signal(syscall.SIGTERM)
+	if code := first.exitCode(); code != 0 {
+		t.Errorf("first gatewayd: exit %d", code)
+	}
+}
