@@ -348,7 +348,8 @@ func (c *Client) connectOnce(ctx context.Context) (*conn, error) {
 		err = fmt.Errorf("mqtt client: connect %s: %w", c.target(), ctx.Err())
 	}
 	if err == nil {
-		err = nc.SetDeadline(time.Time{})
+		// If the connection is already gone, the reader finds out at once.
+		nc.SetDeadline(time.Time{})
 	}
 	if err != nil {
 		nc.Close()

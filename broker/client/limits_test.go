@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"time"
 	"testing"
+	"time"
 
 	"gatewayd/broker/packet"
 )
@@ -133,8 +133,10 @@ func TestConnectCarriesOptions(t *testing.T) {
 		willContentType, willUP0 string
 	}
 	got := make(chan seen, 2)
+	finished := make(chan struct{})
 	go func() {
-		for range 2 {
+		defer close(finished)
+		for i := range 2 {
 			s := <-servers
 			p, ok := s.read().(*packet.Connect)
 			if !ok {
@@ -153,7 +155,9 @@ func TestConnectCarriesOptions(t *testing.T) {
 			}
 			s.write(&packet.Connack{})
 			s.finish()
-			s.nc.Close() // the first connection is lost at once
+			if i == 0 {
+				s.nc.Close() // the first connection is lost at once
+			}
 		}
 	}()
 	connect(t, Options{
@@ -175,4 +179,5 @@ func TestConnectCarriesOptions(t *testing.T) {
 	if s := <-got; s != want {
 		t.Fatalf("reconnection CONNECT\n got %+v\nwant %+v", s, want)
 	}
+	<-finished
 }
