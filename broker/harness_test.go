@@ -38,9 +38,21 @@ const quiet = 500 * time.Millisecond
 // testBroker is a broker listening on a loopback port picked by the kernel.
 type testBroker struct {
 	*broker.Server
-	addr string
-	host string
-	port string
+	addr    string
+	host    string
+	port    string
+	stopped bool
+}
+
+// stop shuts the broker down now (the end-of-test cleanup then skips it).
+func (b *testBroker) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	b.stopped = true
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatalf("broker Shutdown: %v", err)
+	}
 }
 
 // lockedBuffer collects the broker's log; it is printed when a test fails.
@@ -90,11 +102,14 @@ func startBroker(t *testing.T, configure func(*broker.Config), opts broker.Optio
 	if err := s.Start(); err != nil {
 		t.Fatalf("broker Start: %v", err)
 	}
+	tb := &testBroker{Server: s}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("broker Shutdown: %v", err)
+		if !tb.stopped {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				t.Errorf("broker Shutdown: %v", err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("broker log:\n%s", logs.String())
@@ -109,7 +124,8 @@ func startBroker(t *testing.T, configure func(*broker.Config), opts broker.Optio
 	if err != nil {
 		t.Fatalf("broker address %q: %v", addr, err)
 	}
-	return &testBroker{Server: s, addr: addr, host: host, port: port}
+	tb.addr, tb.host, tb.port = addr, host, port
+	return tb
 }
 
 // waitOffline waits until the broker counts n persistent sessions without a
