@@ -46,27 +46,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// broker is a mosquitto run by the test with verbose logging, which the
+// mosq is a mosquitto run by the test with verbose logging, which the
 // tests read to know when a subscriber's SUBSCRIBE has been handled.
-type broker struct {
+type mosq struct {
 	port int
 	mu   sync.Mutex
 	log  bytes.Buffer
 }
 
-func (b *broker) Write(p []byte) (int, error) {
+func (b *mosq) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.log.Write(p)
 }
 
-func (b *broker) logged(s string) bool {
+func (b *mosq) logged(s string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.Contains(b.log.String(), s)
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t *testing.T) *mosq {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
@@ -75,7 +75,7 @@ func startBroker(t *testing.T) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{port: l.Addr().(*net.TCPAddr).Port}
+	b := &mosq{port: l.Addr().(*net.TCPAddr).Port}
 	l.Close()
 	me := "root"
 	if u, err := user.Current(); err == nil {
@@ -104,7 +104,7 @@ func startBroker(t *testing.T) *broker {
 	return b
 }
 
-func (b *broker) addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
+func (b *mosq) addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
@@ -165,7 +165,7 @@ func ctl(t *testing.T, stdin string, args ...string) (stdout, stderr string, cod
 
 // subscribed starts "gatewayctl sub" with args and waits until the broker
 // has acknowledged its subscription.
-func subscribed(t *testing.T, b *broker, id string, args ...string) *proc {
+func subscribed(t *testing.T, b *mosq, id string, args ...string) *proc {
 	t.Helper()
 	p := start(t, append([]string{"sub", "-p", strconv.Itoa(b.port), "-i", id}, args...)...)
 	waitFor(t, func() bool { return b.logged("Sending SUBACK to " + id) }, "the subscription")
