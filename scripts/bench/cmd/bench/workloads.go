@@ -190,7 +190,9 @@ func runIdle(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 		return
 	}
 	t0 := time.Now()
-	conns, err := load.OpenIdle(ctx, addr, fmt.Sprintf("idle-%d", r.round), w.conns, 16)
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(w.conns)*5*time.Millisecond)
+	defer cancel()
+	conns, err := load.OpenIdle(octx, addr, fmt.Sprintf("idle-%d", r.round), w.conns, 16)
 	if err != nil {
 		r.fail("%v", err)
 		return

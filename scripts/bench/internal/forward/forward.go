@@ -174,10 +174,10 @@ func (srv *Server) serve(c net.Conn) {
 				me = &subscriber{conn: c}
 				me.cond = sync.NewCond(&me.mu)
 				go me.writeLoop()
-				// The SUBACK must precede any forwarded PUBLISH.
-				if _, err := c.Write(reply); err != nil {
-					return
-				}
+				// The SUBACK goes through the subscriber's queue, ahead of any
+				// PUBLISH, and the subscriber is registered before the client
+				// can see the SUBACK and start publishing.
+				me.enqueue(reply)
 				reply = reply[:0]
 				srv.addSub(me)
 			}

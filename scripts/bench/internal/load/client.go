@@ -283,6 +283,16 @@ func (p *Publisher) readAcks() {
 // then waits, until drainBy, for the outstanding PUBACKs.
 func (p *Publisher) Run(stop <-chan struct{}, drainBy time.Time) error {
 	cfg := &p.cfg
+	// A broker that stops reading must not hold the publisher past drainBy.
+	ran := make(chan struct{})
+	defer close(ran)
+	go func() {
+		select {
+		case <-stop:
+			_ = p.conn.SetWriteDeadline(drainBy)
+		case <-ran:
+		}
+	}()
 	buf := make([]byte, 0, cfg.Batch*(PayloadSize+64))
 	payload := make([]byte, PayloadSize)
 	var seq uint64

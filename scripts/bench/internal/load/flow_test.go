@@ -100,7 +100,8 @@ func checkAllDelivered(t *testing.T, subs []*Subscriber, pubs []*Publisher, c fl
 	for i, s := range subs {
 		v := s.V
 		if v.Unique != want || v.Received != want || v.Dups+v.Reordered+v.Corrupt+v.Misrouted != 0 {
-			t.Errorf("subscriber %d: want %d, got %+v", i, want, *v)
+			t.Errorf("subscriber %d: want %d, got received %d unique %d dup %d reordered %d corrupt %d misrouted %d",
+				i, want, v.Received, v.Unique, v.Dups, v.Reordered, v.Corrupt, v.Misrouted)
 		}
 		if v.Latency.Count() != want {
 			t.Errorf("subscriber %d: %d latencies for %d messages", i, v.Latency.Count(), want)
@@ -146,7 +147,7 @@ func TestStopEndsASaturatedPublisher(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	time.AfterFunc(100*time.Millisecond, func() { close(stop) })
-	if err := p.Run(stop, time.Now()); err != nil {
+	if err := p.Run(stop, time.Now().Add(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if p.Sent() == 0 || p.Sent() >= 1<<40 {
