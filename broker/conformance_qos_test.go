@@ -354,3 +354,35 @@ func TestConformanceTakeoverResumesPersistentSession(t *testing.T) {
 		})
 	}
 }
+
+// Outbound QoS 2 and Receive Maximum: a message stays counted until PUBCOMP
+// (a successful PUBREC does not free the slot) [MQTT-3.3.4-9]; a PUBREC
+// with a failure reason ends the exchange without PUBREL and frees it
+// (section 4.3.3).
+func TestConformanceReceiveMaximumCountsQoS2UntilPubcompV5(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	c := dialRaw(t, b, "receive maximum 1")
+	c.connect(connectSpec{Version: 5, ClientID: "rm1", Clean: true, KeepAlive: 30, Props: [][]byte{pU16(propReceiveMaximum, 1)}})
+	c.subscribe(nil, rawSub{Filter: "rm2/t", Options: 2})
+	pub := dialV3(t, b, "pub", 4, true)
+	for _, p := range []string{"first", "second", "third"} {
+		pub.pub(t, "rm2/t", 2, false, p)
+	}
+	p := c.expectPublish()
+	if p.Payload != "first" {
+		t.Fatalf("got %q, want first", p.Payload)
+	}
+	c.send(ackPacket(true, tPUBREC, p.ID))
+	c.expect(tPUBREL)
+	c.expectNothing("QoS 2 message past PUBREC but before PUBCOMP with Receive Maximum 1")
+	c.send(ackPacket(true, tPUBCOMP, p.ID))
+	p = c.expectPublish()
+	if p.Payload != "second" {
+		t.Fatalf("after PUBCOMP got %q, want second", p.Payload)
+	}
+	c.send(pkt(byte(tPUBREC)<<4, u16(p.ID), []byte{0x80}, noProps())) // refuse it
+	p = c.expectPublish()
+	if p.Payload != "third" {
+		t.Errorf("after PUBREC 0x80 got %q, want third (no PUBREL for a refused message, and its slot freed)", p.Payload)
+	}
+}

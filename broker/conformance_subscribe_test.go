@@ -526,3 +526,38 @@ func TestConformanceEmptyPayloadDelivered(t *testing.T) {
 		t.Errorf("message with an empty payload: received %v, want one with an empty payload", got)
 	}
 }
+
+// An invalid topic filter ('#' not last, a wildcard inside a level, an
+// empty share name) is never granted [MQTT-4.7.1-1], [MQTT-4.7.1-2],
+// [MQTT-4.8.2-1]: the broker answers with a failure in SUBACK (0x80 in
+// 3.1.1, 0x8F Topic Filter invalid in 5.0) or closes the connection.
+func TestConformanceInvalidTopicFiltersNotGranted(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{})
+	filters := []string{"a/#/b", "a/b#", "a+/b", "+a", "$share//t", "$share/g", "$share/g+/t"}
+	for _, level := range []byte{4, 5} {
+		for i, f := range filters {
+			t.Run(fmt.Sprintf("level %d %s", level, f), func(t *testing.T) {
+				c := dialRaw(t, b, "subscriber")
+				c.connect(connectSpec{Version: level, ClientID: fmt.Sprintf("badfilter-%d-%d", level, i), Clean: true, KeepAlive: 30})
+				c.send(subscribePacket(level == 5, 1, nil, rawSub{Filter: f, Options: 1}))
+				p, err := c.next(waitTimeout)
+				if err != nil {
+					return // closed: allowed
+				}
+				switch p.Type {
+				case tSUBACK:
+					r := p.subackReasons(level == 5)
+					if len(r) != 1 || r[0] < 0x80 {
+						t.Errorf("SUBSCRIBE %q: SUBACK %v; want a failure code (0x80, or 0x8F in 5.0)", f, r)
+					}
+				case tDISCONNECT:
+					if level != 5 {
+						t.Errorf("3.1.1 SUBSCRIBE %q: got DISCONNECT, which a 3.1.1 server never sends", f)
+					}
+				default:
+					t.Errorf("SUBSCRIBE %q: got %v, want SUBACK with a failure code or the connection closed", f, p)
+				}
+			})
+		}
+	}
+}
