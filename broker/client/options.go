@@ -18,8 +18,10 @@ import (
 // Options configures a Client. The zero value of every field is documented;
 // URL (or Dialer) is the only one that must be set.
 type Options struct {
-	// URL is the server: mqtt://host:port (tcp:// is the same), mqtts://,
-	// ws://host:port/path or wss://. Default ports: 1883, 8883, 80, 443.
+	// URL is the server: mqtt://host:port (tcp:// is the same), mqtts://
+	// (ssl:// and tls:// too), ws://host:port/path or wss://host:port/path.
+	// Default ports: 1883, 8883, 80, 443. User information in the URL is
+	// ignored: use Username and Password.
 	URL string
 	// Dialer, if set, opens the connection instead of dialing URL; URL may
 	// then be empty. In-process users hand in one end of a net.Pipe.
