@@ -99,7 +99,7 @@ func TestConformanceWillDelayIntervalV5(t *testing.T) {
 	t.Run("published after the delay", func(t *testing.T) {
 		c := dialRaw(t, b, "delayed will")
 		c.connect(connectSpec{Version: 5, ClientID: "delayed", Clean: true, KeepAlive: 30,
-			Props: []([]byte){pU32(propSessionExpiry, 60)},
+			Props: [][]byte{pU32(propSessionExpiry, 60)},
 			Will:  &willSpec{Topic: "will/delayed", Payload: "late", QoS: 1, Props: [][]byte{pU32(propWillDelay, uint32(delay/time.Second))}}})
 		closed := time.Now()
 		c.close()
@@ -112,7 +112,7 @@ func TestConformanceWillDelayIntervalV5(t *testing.T) {
 
 	t.Run("cancelled by reconnecting", func(t *testing.T) {
 		spec := connectSpec{Version: 5, ClientID: "comeback", Clean: false, KeepAlive: 30,
-			Props: []([]byte){pU32(propSessionExpiry, 60)},
+			Props: [][]byte{pU32(propSessionExpiry, 60)},
 			Will:  &willSpec{Topic: "will/comeback", Payload: "late", QoS: 1, Props: [][]byte{pU32(propWillDelay, uint32(delay/time.Second))}}}
 		c := dialRaw(t, b, "delayed will")
 		c.connect(spec)
