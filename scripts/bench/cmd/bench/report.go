@@ -46,6 +46,23 @@ func (c *cell) med(f func(*result) float64) float64 {
 	return median(v)
 }
 
+// spread formats the median of f and, with more than one round, its range.
+func (c *cell) spread(f func(*result) float64, format func(float64) string) string {
+	var v []float64
+	for _, r := range c.ok() {
+		v = append(v, f(r))
+	}
+	s := format(median(v))
+	if len(v) > 1 {
+		lo, hi := v[0], v[0]
+		for _, x := range v {
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+		s += " (" + format(lo) + "–" + format(hi) + ")"
+	}
+	return s
+}
+
 func (c *cell) sum(f func(*result) uint64) uint64 {
 	var n uint64
 	for _, r := range c.ok() {
@@ -196,7 +213,7 @@ func (rp *report) tables() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
 
 	p("### Message flow\n\n")
-	p("Medians over %d interleaved round(s). Lost, duplicate, out-of-order and corrupt are totals over all rounds. Load gen CPU is in percent of one core; others' CPU is what other processes on the machine used during the run, in percent of all cores.\n\n", rp.rounds)
+	p("Medians over %d interleaved round(s), with the range over rounds in brackets for msg/s and p99. Lost, duplicate, out-of-order and corrupt are totals over all rounds. Load gen CPU is in percent of one core; others' CPU is what other processes on the machine used during the run, in percent of all cores.\n\n", rp.rounds)
 	p("| workload | broker | delivered msg/s | p50 | p99 | p99.9 | broker CPU s / M msgs | peak RSS | steady RSS | lost | dup | out of order | corrupt | load gen CPU | others' CPU |\n")
 	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range rp.ws {
@@ -217,9 +234,9 @@ func (rp *report) tables() string {
 			lost := c.sum(func(r *result) uint64 { return r.lost })
 			p("| %s | %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %.0f%% | %.0f%% |\n",
 				w.name, b.name,
-				fmtRate(c.med(func(r *result) float64 { return r.msgPerSec })),
+				c.spread(func(r *result) float64 { return r.msgPerSec }, fmtRate),
 				fmtDur(c.med(func(r *result) float64 { return float64(r.p50) })),
-				fmtDur(c.med(func(r *result) float64 { return float64(r.p99) })),
+				c.spread(func(r *result) float64 { return float64(r.p99) }, fmtDur),
 				fmtDur(c.med(func(r *result) float64 { return float64(r.p999) })),
 				c.med(func(r *result) float64 { return r.cpuPerM }),
 				fmtBytes(float64(c.maxU(func(r *result) uint64 { return r.peakRSS }))),
