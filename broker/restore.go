@@ -85,9 +85,9 @@ func (s *Server) restore(snap *state.Snapshot) error {
 		}
 		for _, id := range snap.Inbound[ss.ClientID] {
 			if se.inbound == nil {
-				se.inbound = make(map[uint16]struct{})
+				se.inbound = make(map[uint16]bool)
 			}
-			se.inbound[id] = struct{}{}
+			se.inbound[id] = true
 		}
 		s.stats.disconnected.Add(1)
 		if se.expiry != neverExpires {

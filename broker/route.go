@@ -254,21 +254,24 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	}
 	if p.QoS == 2 {
 		se.mu.Lock()
-		_, dup := se.inbound[p.PacketID]
+		acked, dup := se.inbound[p.PacketID]
 		if !dup {
 			if se.inbound == nil {
-				se.inbound = make(map[uint16]struct{})
+				se.inbound = make(map[uint16]bool)
 			}
-			se.inbound[p.PacketID] = struct{}{}
+			se.inbound[p.PacketID] = false
 			if se.stored(s) {
 				t.add(state.Op{Kind: state.OpPutInbound, ClientID: se.id, PacketID: p.PacketID})
 			}
 		}
 		se.mu.Unlock()
 		if dup {
-			// Already routed: exactly once means not again.
+			// Already routed: exactly once means not again. PUBREC goes out
+			// now if the first copy's has; otherwise the store's done sends it.
 			t.commit(nil)
-			c.sendAck(packet.PUBREC, p.PacketID, packet.Success, "")
+			if acked {
+				c.sendAck(packet.PUBREC, p.PacketID, packet.Success, "")
+			}
 			return true
 		}
 	}
@@ -299,6 +302,14 @@ func (c *conn) ackWhenStored(qos byte, id uint16) func(error) {
 			c.inflightIn.Add(-1)
 		}
 		if err == nil {
+			if qos == 2 {
+				se := c.sess
+				se.mu.Lock()
+				if _, ok := se.inbound[id]; ok {
+					se.inbound[id] = true
+				}
+				se.mu.Unlock()
+			}
 			c.sendAck(kind, id, packet.Success, "")
 			return
 		}

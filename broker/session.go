@@ -43,7 +43,10 @@ type session struct {
 	nextSeq     uint64
 	queuedBytes int
 
-	inbound map[uint16]struct{} // QoS 2 ids received, awaiting PUBREL
+	// inbound holds the QoS 2 ids received and awaiting PUBREL; the value
+	// says whether PUBREC may be sent (the store has the message), so a
+	// duplicate PUBLISH arriving before that is not acknowledged early.
+	inbound map[uint16]bool
 
 	will           *pendingWill // delayed will waiting for its time
 	willTimer      *time.Timer

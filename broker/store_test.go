@@ -330,3 +330,30 @@ func TestDurableStoreRestart(t *testing.T) {
 		t.Fatalf("retained: %+v", p)
 	}
 }
+
+// TestPubrecWaitsForCommitOnDuplicate: a QoS 2 PUBLISH sent again before the
+// store has the first copy is neither routed again nor acknowledged early.
+func TestPubrecWaitsForCommitOnDuplicate(t *testing.T) {
+	ts := newTestStore()
+	s, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "durable", "t")
+	ts.mu.Lock()
+	ts.hold = true
+	ts.mu.Unlock()
+	pub := dialRaw(t, addr, packet.V5)
+	pub.mustConnect("pub", true)
+	pub.publish("t", 2, false, 5, "once")
+	pub.send(&packet.Publish{Topic: []byte("t"), QoS: 2, PacketID: 5, Dup: true, Payload: []byte("once")})
+	pub.send(&packet.Pingreq{})
+	if p := pub.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v before the store completed, want PINGRESP", p.Type())
+	}
+	waitFor(t, "commit held", func() bool { return ts.heldCount() > 0 })
+	ts.release(nil)
+	pub.nextAck(packet.PUBREC)
+	pub.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 5})
+	pub.nextAck(packet.PUBCOMP)
+	if q := s.Stats().Queued; q != 1 {
+		t.Fatalf("%d messages queued for the offline session, want 1", q)
+	}
+}
