@@ -378,3 +378,38 @@ func TestSlowHandlerDoesNotLookLikeDeadServer(t *testing.T) {
 		t.Fatalf("state %v: %v", s, states.lastErr())
 	}
 }
+
+// TestUnackedResentAsNewWhenSessionLost: the server kept no session, so a
+// QoS 1 message it never acknowledged is sent again as a new message.
+func TestUnackedResentAsNewWhenSessionLost(t *testing.T) {
+	forEach(t, func(t *testing.T, url string, v packet.Version) {
+		px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
+		got := newCollector()
+		watcher := connect(t, Options{URL: url, Protocol: v, CleanStart: true})
+		if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "lost/#", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		c := connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "lost-" + t.Name(), CleanStart: true,
+			AutoReconnect: true, Backoff: fastBackoff})
+		px.setDrop(func(t packet.Type) bool { return t == packet.PUBACK })
+		done := make(chan error, 1)
+		c.PublishAsync(&Message{Topic: "lost/x", Payload: []byte("again"), QoS: 1}, func(err error) { done <- err })
+		<-px.dropped
+		px.setDrop(nil)
+		px.killConns()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if c.Server().SessionPresent {
+			t.Fatal("session present after a clean start without expiry")
+		}
+		pubs := px.sentPackets(packet.PUBLISH)
+		if len(pubs) != 2 || pubs[1].h.Flags&0x08 != 0 {
+			t.Fatalf("client sent %d PUBLISH, want the message then a fresh copy (no DUP)", len(pubs))
+		}
+		// Delivered (once or twice: QoS 1 is at least once).
+		if m := got.next(t); string(m.Payload) != "again" {
+			t.Fatalf("got %+v", m)
+		}
+	})
+}
