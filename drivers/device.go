@@ -306,17 +306,9 @@ func (d *deviceRun) onConnection(s client.State, err error) {
 	}
 }
 
-// startOutput publishes the output's state and subscribes to <topic>/set.
+// startOutput subscribes to <topic>/set, then publishes the output's state
+// (so a state seen means commands are listened to).
 func (d *deviceRun) startOutput(ctx context.Context, cl *client.Client, out Output) {
-	d.outMu.Lock()
-	st, err := out.State(ctx)
-	d.outMu.Unlock()
-	if err != nil {
-		d.fail("state", err)
-	} else {
-		d.succeed(false)
-		d.publishState(out, st)
-	}
 	h := func(m *client.Message) {
 		if m.Retain {
 			return // a stale retained command must not flip an output at start
@@ -349,7 +341,10 @@ func (d *deviceRun) startOutput(ctx context.Context, cl *client.Client, out Outp
 	}
 	for n := 0; ; n++ {
 		_, err := cl.Subscribe(ctx, h, client.Subscription{Filter: d.topic + "/set", QoS: 1})
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		d.log.Warn("subscribe failed", "topic", d.topic+"/set", "err", err)
@@ -357,6 +352,15 @@ func (d *deviceRun) startOutput(ctx context.Context, cl *client.Client, out Outp
 			return
 		}
 	}
+	d.outMu.Lock()
+	st, err := out.State(ctx)
+	d.outMu.Unlock()
+	if err != nil {
+		d.fail("state", err)
+		return
+	}
+	d.succeed(false)
+	d.publishState(out, st)
 }
 
 func (d *deviceRun) publishState(out Output, st string) {

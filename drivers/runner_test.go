@@ -160,21 +160,19 @@ func TestRunnerWillSaysOfflineWhenTheConnectionDies(t *testing.T) {
 	noLeaks(t)
 	b := startBroker(t)
 	useTestSensor(t, "porch", tempSensor(20))
-	startRunner(t, b, oneDevice(DeviceConfig{Name: "porch", Driver: "test-sensor", Interval: time.Hour}), nil)
 	sub := subscribe(t, b, "gatewayd/gw1/porch/status")
+	startRunner(t, b, oneDevice(DeviceConfig{Name: "porch", Driver: "test-sensor", Interval: time.Hour}), nil)
 	i := sub.expect(0, "gatewayd/gw1/porch/status", "online")
+	// The device's connection (every one after the subscriber's) dies, and
+	// the broker stays out of reach for a while.
 	b.setRefuse(true)
-	// The subscriber's own connection is cut too; it is the last one.
 	b.mu.Lock()
-	conns := b.conns
-	b.conns = nil
+	conns := b.conns[1:]
+	b.conns = b.conns[:1]
 	b.mu.Unlock()
-	for _, c := range conns[:len(conns)-1] {
+	for _, c := range conns {
 		c.Close()
 	}
-	b.mu.Lock()
-	b.conns = conns[len(conns)-1:]
-	b.mu.Unlock()
 	i = sub.expect(i, "gatewayd/gw1/porch/status", "offline") // the will
 	b.setRefuse(false)
 	sub.expect(i, "gatewayd/gw1/porch/status", "online") // reconnected
