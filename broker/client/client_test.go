@@ -296,17 +296,18 @@ func TestNoLocal(t *testing.T) {
 	}
 }
 
-func TestSubscribeRefusalIsReasonError(t *testing.T) {
+func TestInvalidFilterAndTopicRefusedByClient(t *testing.T) {
 	m := startMosquitto(t, "")
 	c := connect(t, Options{URL: m.URL(), CleanStart: true})
-	// mosquitto refuses a shared subscription with NoLocal (a protocol error
-	// that it reports by closing), so use a filter it refuses instead: none
-	// in its default configuration; the client check catches invalid ones.
 	if _, err := c.Subscribe(testCtx(t), func(*Message) {}, Subscription{Filter: "a/#/b"}); err == nil {
 		t.Fatal("invalid filter accepted")
 	}
 	if err := c.Publish(testCtx(t), &Message{Topic: "a/+", QoS: 1}); err == nil {
 		t.Fatal("wildcard topic accepted")
+	}
+	// Nothing invalid reached the server: the connection is still usable.
+	if err := c.Publish(testCtx(t), &Message{Topic: "a/b", QoS: 1}); err != nil {
+		t.Fatal(err)
 	}
 }
 
