@@ -309,8 +309,12 @@ func (d *Decoder) decodePublish(flags byte, r *reader) (Packet, error) {
 			return nil, err
 		}
 	}
-	if len(p.Topic) == 0 && d.Version == V5 && p.Props.Has(PropTopicAlias) {
-		// An empty topic name with a topic alias refers to an earlier topic.
+	if len(p.Topic) == 0 && d.Version == V5 {
+		// An empty topic name with a topic alias refers to an earlier topic;
+		// without one it is a protocol error in 5.0, not an invalid name.
+		if !p.Props.Has(PropTopicAlias) {
+			return nil, protocolErr("(MQTT 5.0 3.3.2.1) [MQTT-4.7.3-1] empty topic name without a topic alias")
+		}
 	} else if err := validTopicName(p.Topic, false); err != nil {
 		return nil, err
 	}

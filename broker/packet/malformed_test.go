@@ -95,7 +95,7 @@ var malformedCases = []struct {
 	{"PUBLISH topic with +", V311, bs(0x30, 0x05, 0x00, 0x03, 'a', '/', '+'), TopicNameInvalid, "[MQTT-3.3.2-2]"},
 	{"PUBLISH topic with #", V5, bs(0x30, 0x04, 0x00, 0x01, '#', 0x00), TopicNameInvalid, "[MQTT-3.3.2-2]"},
 	{"3.1.1 PUBLISH empty topic", V311, bs(0x30, 0x02, 0x00, 0x00), TopicNameInvalid, "[MQTT-4.7.3-1]"},
-	{"5.0 PUBLISH empty topic without alias", V5, bs(0x30, 0x03, 0x00, 0x00, 0x00), TopicNameInvalid, "[MQTT-4.7.3-1]"},
+	{"5.0 PUBLISH empty topic without alias", V5, bs(0x30, 0x03, 0x00, 0x00, 0x00), ProtocolError, "3.3.2.1"},
 	{"PUBLISH topic not UTF-8", V311, bs(0x30, 0x03, 0x00, 0x01, 0x80), MalformedPacket, "[MQTT-1.5.4-1]"},
 	{"5.0 PUBLISH topic alias 0", V5, bs(0x30, 0x07, 0x00, 0x01, 'a', 0x03, 0x23, 0x00, 0x00), ProtocolError, "[MQTT-3.3.2-8]"},
 	{"5.0 PUBLISH duplicate topic alias", V5, bs(0x30, 0x0A, 0x00, 0x01, 'a', 0x06, 0x23, 0x00, 0x01, 0x23, 0x00, 0x02), ProtocolError, "property 0x23 appears more than once"},
