@@ -34,6 +34,9 @@ LONG_FUZZTIME ?= 5m
 
 .PHONY: all build run cross test test-deps vet unit fuzz-smoke fuzz bench clean
 
+# The steps of `make test` run in order, even under make -j.
+.NOTPARALLEL:
+
 all: build
 
 ## build: host binaries bin/gatewayd, bin/gatewayctl (every cmd/*).
@@ -93,7 +96,8 @@ fuzz-smoke:
 fuzz: FUZZ_FOR ?= $(LONG_FUZZTIME)
 fuzz:
 	@set -e; for p in $(FUZZ_PKGS); do \
-		targets=$$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz' || true); \
+		list=$$($(GO) test -list '^Fuzz' $$p) || { echo "$$list"; exit 1; }; \
+		targets=$$(echo "$$list" | grep '^Fuzz' || true); \
 		if [ -z "$$targets" ]; then echo "$$p: no fuzz targets"; fi; \
 		for f in $$targets; do \
 			echo "fuzz $$p $$f for $(FUZZ_FOR)"; \
