@@ -23,3 +23,29 @@
 // offset, and announces every channel and output to Home Assistant through
 // MQTT discovery. One device failing never stops another.
 package drivers
+
+// Configuration, as cmd decodes it (the section inline at the top level of
+// the file, or under a key of cmd's choosing):
+//
+//	topic_prefix: gatewayd        # topics: <topic_prefix>/<gateway_id>/<device>/<channel>
+//	payload: plain                # or json: {"value":21.4,"unit":"°C","ts":1700000000123}
+//	homeassistant: {enabled: true, prefix: homeassistant}
+//	broker_url: ""                # empty: the embedded broker, in process
+//	devices:
+//	  - {name: porch, driver: bme280, bus: "1", address: 0x76, interval: 30s,
+//	     channels: {temperature: {offset: -0.5, precision: 1}}}
+//	  - {name: door, driver: gpio-in, pin: P1-11, pull: up, debounce: 50ms}
+//	  - {name: heater, driver: gpio-out, pin: GPIO27, initial: "off", safe_state: "off", safe_after: 1m}
+//
+// Wiring, in cmd:
+//
+//	b := board.New("/")
+//	defer b.Close()
+//	info := b.Info()
+//	r, err := drivers.NewRunner(cfg, gatewayID, b, inProcessDial,
+//		drivers.BoardInfo{Model: info.Model, Serial: info.Serial}, logger)
+//	...
+//	go r.Run(ctx) // returns once every device is offline and outputs are safe
+//
+// where inProcessDial hands the embedded broker one end of a net.Pipe
+// (broker.Server.ServeConn), or is nil to use broker_url.
