@@ -136,6 +136,9 @@ func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain
 		return
 	}
 	c := se.conn
+	if qos == 0 && se.policy != nil && se.policy.UpgradeQoS {
+		qos = 1 // the client's policy queues QoS 0 too (see ClientPolicy)
+	}
 	if qos == 0 {
 		if c == nil {
 			return
@@ -247,7 +250,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	}
 	se := c.sess
 	var t tx
-	if p.QoS == 0 && !p.Retain {
+	if p.QoS == 0 && !p.Retain && !s.upgradesQoS0() {
 		t = s.beginTransient()
 	} else {
 		t = s.begin()

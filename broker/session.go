@@ -33,6 +33,8 @@ type session struct {
 
 	subs map[string]state.Subscription // by filter as subscribed
 
+	policy *clientPolicy // queue policy set for this client id; nil: the server's
+
 	// Outbound QoS 1/2: pending is the FIFO of messages not yet sent (from
 	// pendHead on); inflight holds sent ones by packet id.
 	pending     []*outbound
@@ -80,6 +82,7 @@ func (s *Server) newSessionLocked(id string) *session {
 		seq:  s.sessSeq,
 		subs: make(map[string]state.Subscription),
 	}
+	se.policy = s.policyFor(id)
 	s.sessions[id] = se
 	return se
 }
@@ -120,7 +123,11 @@ func (se *session) allocPID() uint16 {
 // enqueueLocked appends a QoS 1/2 delivery and sends what the window allows.
 // It reports false when the queue is full and the message was dropped.
 func (s *Server) enqueueLocked(se *session, ob *outbound, t *tx) bool {
-	if s.cfg.MaxQueuedMessages > 0 && se.queueLen() >= s.cfg.MaxQueuedMessages ||
+	if se.policy != nil {
+		if !s.admitPolicyLocked(se, ob, t) {
+			return false
+		}
+	} else if s.cfg.MaxQueuedMessages > 0 && se.queueLen() >= s.cfg.MaxQueuedMessages ||
 		s.cfg.MaxQueuedBytes > 0 && se.queuedBytes+ob.msg.size > s.cfg.MaxQueuedBytes {
 		s.stats.dropped.Add(1)
 		s.stats.queueDrops.Add(1)
@@ -175,7 +182,10 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 		ob := se.pending[se.pendHead]
 		se.pending[se.pendHead] = nil
 		se.pendHead++
-		if !ob.fill(&p, now, false) {
+		if !ob.fill(&p, now, false) || se.policy.tooOld(ob, now) {
+			if se.policy.tooOld(ob, now) {
+				se.policy.expired.Add(1)
+			}
 			s.stats.expired.Add(1)
 			s.stats.dropped.Add(1)
 			s.removeLocked(se, ob, t)
