@@ -475,3 +475,35 @@ func TestNMEAEpochs(t *testing.T) {
 		}
 	}
 }
+
+// Through the Runner and the broker: the receiver is unplugged, the Runner
+// marks the device offline and calls Run again, which opens a fresh port.
+func TestNMEAThroughRunnerReopens(t *testing.T) {
+	noLeaks(t)
+	b := startBroker(t)
+	sub := subscribe(t, b, "gatewayd/gw1/gps/#")
+	hw := newPtyHardware(t)
+	cfg := DefaultConfig()
+	cfg.Devices = []DeviceConfig{{Name: "gps", Driver: "nmea", Port: "/dev/ttyACM0"}}
+	startRunner(t, b, cfg, hw)
+
+	m := hw.master()
+	writeLines(t, m, nmeaEpoch1...)
+	writeLines(t, m, nmeaLine("GPRMC,123520.00,A,4807.040,N,01131.002,E,022.4,084.4,230394,003.1,W,A"))
+	i := sub.expect(0, "gatewayd/gw1/gps/latitude", "48.117300")
+	sub.expect(0, "gatewayd/gw1/gps/longitude", "11.516667")
+	sub.expect(0, "gatewayd/gw1/gps/altitude", "545.4")
+	sub.expect(0, "gatewayd/gw1/gps/satellites", "8")
+	sub.expect(0, "gatewayd/gw1/gps/fix", "3")
+
+	m.Close() // unplugged
+	i = sub.expect(i, "gatewayd/gw1/gps/status", Offline)
+
+	m = hw.master() // plugged back: the Runner ran the device again
+	writeLines(t, m,
+		nmeaLine("GNGGA,000001.00,3342.6618,S,15112.2590,W,1,05,1.5,20.0,M,22.0,M,,"),
+		nmeaLine("GNGGA,000002.00,3342.6618,S,15112.2590,W,1,05,1.5,20.0,M,22.0,M,,"),
+	)
+	sub.expect(i, "gatewayd/gw1/gps/latitude", "-33.711030")
+	sub.expect(i, "gatewayd/gw1/gps/status", Online)
+}
