@@ -2,6 +2,7 @@ package board
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,24 +11,32 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/drivers"
+
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/mcp9808"
 )
 
-// The SMBus fallback against a real kernel: Linux's i2c-stub, an adapter
-// that only does SMBus transfers, in a virtual machine.
+// The board against a real kernel in a virtual machine: the SMBus fallback
+// on Linux's i2c-stub (an adapter that only does SMBus transfers) and, with
+// gpio-sim, GPIO lines through the character device.
 //
-// TestSMBusFallbackOnKernelI2CStub boots Debian's kernel under qemu with a
+// TestOnRealKernelInQEMU boots Debian's kernel under qemu with a
 // busybox initramfs holding this package's test binary, which runs
 // TestInVMI2CStub there as PID 1's child. It needs qemu-system-x86_64,
 // busybox-static and an unpacked linux-image-*-amd64 package:
 //
 //	apt-get download linux-image-6.1.0-47-amd64-unsigned busybox-static
 //	for d in *.deb; do dpkg -x $d /tmp/vm/root; done
-//	GATEWAYD_VM_ROOT=/tmp/vm/root go test -run KernelI2CStub ./board
+//	GATEWAYD_VM_ROOT=/tmp/vm/root go test -run RealKernel ./board
 //
-// Without GATEWAYD_VM_ROOT it is skipped.
-func TestSMBusFallbackOnKernelI2CStub(t *testing.T) {
+// Without GATEWAYD_VM_ROOT it is skipped. With GATEWAYD_VM_GPIO_SIM naming
+// a gpio-sim module built for that kernel (Debian does not ship gpio-sim;
+// build drivers/gpio/gpio-sim.c with kernel/irq/irq_sim.c out of tree from
+// linux-source-6.1 against the matching linux-headers, irq_sim calling
+// generic_handle_irq), the VM also runs TestInVMGPIOSim: GPIO lines
+// through the character device, as on the gateway.
+func TestOnRealKernelInQEMU(t *testing.T) {
 	vmRoot := os.Getenv("GATEWAYD_VM_ROOT")
 	if vmRoot == "" || runtime.GOARCH != "amd64" {
 		t.Skip("set GATEWAYD_VM_ROOT to an unpacked Debian amd64 kernel and busybox-static (see the comment)")
@@ -55,17 +64,28 @@ func TestSMBusFallbackOnKernelI2CStub(t *testing.T) {
 	for _, m := range []string{"i2c-dev.ko", "i2c-stub.ko"} {
 		copyFile(t, filepath.Join(mods[0], m), filepath.Join(initrd, "lib", m), 0o644)
 	}
-	initScript := `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-insmod /lib/i2c-dev.ko
-insmod /lib/i2c-stub.ko chip_addr=0x18
-GATEWAYD_IN_VM=1 /board.test -test.run 'TestInVM' -test.v -test.count=1
-echo "VM-EXIT=$?"
-poweroff -f
-`
+	gpioSim := os.Getenv("GATEWAYD_VM_GPIO_SIM")
+	loadGPIO := ""
+	if gpioSim != "" {
+		configfs, _ := filepath.Glob(filepath.Join(vmRoot, "lib/modules/*/kernel/fs/configfs/configfs.ko"))
+		if len(configfs) == 0 {
+			t.Fatal("no configfs.ko")
+		}
+		copyFile(t, configfs[0], filepath.Join(initrd, "lib/configfs.ko"), 0o644)
+		copyFile(t, gpioSim, filepath.Join(initrd, "lib/gpio-sim.ko"), 0o644)
+		loadGPIO = "insmod /lib/configfs.ko\nmount -t configfs none /sys/kernel/config\ninsmod /lib/gpio-sim.ko\n"
+	}
+	initScript := "#!/bin/busybox sh\n" +
+		"/bin/busybox --install -s /bin\n" +
+		"mount -t proc proc /proc\n" +
+		"mount -t sysfs sys /sys\n" +
+		"mount -t devtmpfs dev /dev\n" +
+		"insmod /lib/i2c-dev.ko\n" +
+		"insmod /lib/i2c-stub.ko chip_addr=0x18\n" +
+		loadGPIO +
+		"GATEWAYD_IN_VM=1 /board.test -test.run 'TestInVM' -test.v -test.count=1\n" +
+		"echo \"VM-EXIT=$?\"\n" +
+		"poweroff -f\n"
 	if err := os.WriteFile(filepath.Join(initrd, "init"), []byte(initScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +111,15 @@ poweroff -f
 		t.Fatalf("the VM did not finish:\n%s", out.String())
 	}
 	log := out.String()
-	if !strings.Contains(log, "VM-EXIT=0") || !strings.Contains(log, "--- PASS: TestInVMI2CStub") {
+	want := []string{"VM-EXIT=0", "--- PASS: TestInVMI2CStub"}
+	if gpioSim != "" {
+		want = append(want, "--- PASS: TestInVMGPIOSim")
+	}
+	ok := true
+	for _, w := range want {
+		ok = ok && strings.Contains(log, w)
+	}
+	if !ok {
 		t.Fatalf("in the VM:\n%s", log)
 	}
 	t.Logf("in the VM:\n%s", log[strings.Index(log, "=== RUN"):])
@@ -112,7 +140,7 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // 0x18.
 func TestInVMI2CStub(t *testing.T) {
 	if os.Getenv("GATEWAYD_IN_VM") == "" {
-		t.Skip("runs inside the VM of TestSMBusFallbackOnKernelI2CStub")
+		t.Skip("runs inside the VM of TestOnRealKernelInQEMU")
 	}
 	b := New("/")
 	defer b.Close()
@@ -171,4 +199,116 @@ func TestInVMI2CStub(t *testing.T) {
 	if got := float64(temp-physic.ZeroCelsius) / float64(physic.Celsius); got != 25.25 {
 		t.Errorf("temperature %v °C, want 25.25", got)
 	}
+}
+
+// TestInVMGPIOSim runs inside the VM with gpio-sim loaded: it makes a bank
+// of 8 simulated lines (4 and 5 named GPIO4 and GPIO5), then runs the
+// gpio-in and gpio-out drivers on lines opened by Board.Pin through the
+// GPIO character device, driving the input and reading the output through
+// gpio-sim's sysfs attributes.
+func TestInVMGPIOSim(t *testing.T) {
+	if os.Getenv("GATEWAYD_IN_VM") == "" {
+		t.Skip("runs inside the VM of TestOnRealKernelInQEMU")
+	}
+	const cfs = "/sys/kernel/config/gpio-sim"
+	if _, err := os.Stat(cfs); err != nil {
+		t.Skip("gpio-sim not loaded")
+	}
+	dev := filepath.Join(cfs, "gw")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(p, v string) { t.Helper(); must(os.WriteFile(p, []byte(v), 0o644)) }
+	must(os.MkdirAll(filepath.Join(dev, "bank0"), 0o755))
+	write(filepath.Join(dev, "bank0/num_lines"), "8")
+	for _, l := range []string{"4", "5"} {
+		must(os.Mkdir(filepath.Join(dev, "bank0/line"+l), 0o755))
+		write(filepath.Join(dev, "bank0/line"+l+"/name"), "GPIO"+l)
+	}
+	write(filepath.Join(dev, "live"), "1")
+	chip := readString(filepath.Join(dev, "bank0/chip_name"))
+	platform := readString(filepath.Join(dev, "dev_name"))
+	sim := func(line, attr string) string {
+		return filepath.Join("/sys/devices/platform", platform, chip, "sim_gpio"+line, attr)
+	}
+	t.Logf("gpio-sim chip %s on %s", chip, platform)
+
+	b := New("/")
+	inv := b.Inventory()
+	found := false
+	for _, g := range inv.GPIO {
+		if g.Name == chip && g.Lines == 8 && strings.HasPrefix(g.Label, "gpio-sim") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("inventory GPIO %+v lacks %s with 8 lines", inv.GPIO, chip)
+	}
+
+	// An input by line name; edges come from gpio-sim's pull attribute.
+	in, err := openDriver(b, "door", "gpio-in", "GPIO4", "down")
+	must(err)
+	readings := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- in.(drivers.Source).Run(ctx, func(r drivers.Reading) {
+			if r.Channel == "state" {
+				readings <- r.Text
+			}
+		})
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case s := <-readings:
+			return s
+		case <-time.After(30 * time.Second):
+			t.Fatal("no reading")
+			return ""
+		}
+	}
+	if s := next(); s != "OFF" {
+		t.Errorf("initial state %s, want OFF (pulled down)", s)
+	}
+	write(sim("4", "pull"), "pull-up")
+	if s := next(); s != "ON" {
+		t.Errorf("after pull-up: %s, want ON", s)
+	}
+	write(sim("4", "pull"), "pull-down")
+	if s := next(); s != "OFF" {
+		t.Errorf("after pull-down: %s, want OFF", s)
+	}
+	cancel()
+	must(<-done)
+	in.Close()
+
+	// An output by chip:line.
+	out, err := openDriver(b, "relay", "gpio-out", chip+":5", "")
+	must(err)
+	o := out.(drivers.Output)
+	if v := readString(sim("5", "value")); v != "0" {
+		t.Errorf("initial OFF: line value %s", v)
+	}
+	st, err := o.Set(context.Background(), "on")
+	must(err)
+	if v := readString(sim("5", "value")); st != "ON" || v != "1" {
+		t.Errorf("after on: state %s, line value %s", st, v)
+	}
+	st, err = o.Set(context.Background(), "toggle")
+	must(err)
+	if v := readString(sim("5", "value")); st != "OFF" || v != "0" {
+		t.Errorf("after toggle: state %s, line value %s", st, v)
+	}
+	// The same line twice is refused.
+	if _, err := b.Pin("GPIO5"); err == nil || !strings.Contains(err.Error(), "already opened") {
+		t.Errorf("second open of GPIO5: %v", err)
+	}
+}
+
+func openDriver(b *Board, name, driver, pin, pull string) (drivers.Device, error) {
+	return drivers.Open(drivers.DeviceConfig{Name: name, Driver: driver, Pin: pin, Pull: pull}, drivers.Env{Hardware: b})
 }
