@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -33,9 +34,15 @@ var (
 // conn is one client connection: the reader goroutine's state and the output
 // buffer that anyone may append to.
 type conn struct {
-	s        *Server
-	nc       net.Conn
-	listener string
+	s  *Server
+	nc net.Conn
+	l  *listener
+	// tlsState is the TLS state of a connection that is not a *tls.Conn
+	// itself (wss); set before serve.
+	tlsState *tls.ConnectionState
+	// overLimit: the connection is beyond max_connections and is refused
+	// at CONNECT.
+	overLimit bool
 
 	// Owned by the reader goroutine.
 	small       [smallReadSize]byte
@@ -205,8 +212,14 @@ func (c *conn) readError(err error) {
 			c.s.log.Info("broker: keepalive timeout", "client", c.clientID(), "remote", c.remote())
 			c.disconnect(packet.KeepAliveTimeout, "keep alive timeout")
 		} else {
-			c.s.log.Info("broker: no CONNECT in time", "remote", c.remote())
+			c.s.log.Info("broker: no CONNECT in time", "remote", c.remote(), "listener", c.l.name)
 		}
+		return
+	}
+	if !c.connected {
+		// A failed TLS handshake (no client certificate, an untrusted one)
+		// or a client that went away before CONNECT.
+		c.s.log.Info("broker: connection ended before CONNECT", "remote", c.remote(), "listener", c.l.name, "err", err)
 		return
 	}
 	c.s.log.Debug("broker: connection lost", "client", c.clientID(), "remote", c.remote(), "err", err)
@@ -332,6 +345,10 @@ func (c *conn) finish() {
 	}
 	c.releaseBig()
 	c.releaseDecoder()
+	if c.l.network {
+		c.s.open.Add(-1)
+		c.l.open.Add(-1)
+	}
 	c.s.connClosed(c)
 }
 

@@ -79,7 +79,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 		Username:    string(p.Username),
 		PasswordSet: p.PasswordFlag,
 		Remote:      c.nc.RemoteAddr(),
-		Listener:    c.listener,
+		Listener:    c.l.name,
 		Version:     v,
 	}
 	if p.PasswordFlag {
@@ -88,8 +88,15 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		ci.TLS = &st
+	} else if c.tlsState != nil {
+		ci.TLS = c.tlsState
 	}
 	c.ci = ci
+
+	if c.overLimit {
+		s.stats.overLimit.Add(1)
+		return c.refuseConnect(v, packet.QuotaExceeded, "too many connections")
+	}
 
 	if v5 && p.Props.AuthMethod != nil {
 		return c.refuseConnect(v, packet.BadAuthenticationMethod, "enhanced authentication is not supported")
@@ -101,12 +108,24 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 		if reason != packet.Success {
 			return c.refuseConnect(v, reason, "not authorised")
 		}
+	} else {
+		reason := s.authenticate(c, ci)
+		// The password is not needed any more: do not keep it in memory
+		// for the life of the connection.
+		ci.Password = nil
+		if reason != packet.Success {
+			why := "not authorised"
+			if reason == packet.BadUserNameOrPassword {
+				why = "bad user name or password"
+			}
+			return c.refuseConnect(v, reason, why)
+		}
 	}
 
 	var will *pendingWill
 	if p.WillFlag {
 		wt := string(p.WillTopic)
-		if wt[0] == '$' || s.opts.ACL != nil && !s.opts.ACL.CanPublish(ci, wt) {
+		if wt[0] == '$' || s.authz != nil && !s.authz.CanPublish(ci, wt) {
 			return c.refuseConnect(v, packet.NotAuthorized, "not authorised to publish the will to "+wt)
 		}
 		if p.WillQoS > s.cfg.MaximumQoS {

@@ -37,7 +37,7 @@ func (s *Server) restore(snap *state.Snapshot) error {
 		case m.expired(now):
 			t.add(state.Op{Kind: state.OpClearRetained, Topic: topic})
 		default:
-			s.retained.Set(topic, m)
+			s.setRetained(m, false)
 		}
 	}
 

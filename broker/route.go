@@ -71,13 +71,17 @@ func (s *Server) route(src *pubSource, t *tx) {
 	p := src.p
 	if p.Retain && s.cfg.RetainAvailable {
 		if len(p.Payload) == 0 {
-			if s.retained.Delete(src.topic) && (src.msg == nil || !src.msg.internal) {
+			if _, ok := s.deleteRetained(src.topic, nil); ok && (src.msg == nil || !src.msg.internal) {
 				t.add(state.Op{Kind: state.OpClearRetained, Topic: src.topic})
 			}
 		} else {
 			m := src.message(s)
-			s.retained.Set(m.Topic, m)
-			if !m.internal {
+			switch {
+			case !s.setRetained(m, true):
+				// Checked before routing; another publisher took the room
+				// meanwhile. The message goes out but is not retained.
+				s.stats.retainedRefused.Add(1)
+			case !m.internal:
 				t.putMessage(m)
 				t.add(state.Op{Kind: state.OpSetRetained, Topic: m.Topic, MessageID: m.ID})
 			}
@@ -132,7 +136,7 @@ func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain
 	if se.dead {
 		return
 	}
-	if s.opts.ACL != nil && se.ci != nil && !s.opts.ACL.CanRead(se.ci, src.topic) {
+	if s.authz != nil && se.ci != nil && !s.authz.CanRead(se.ci, src.topic) {
 		return
 	}
 	c := se.conn
@@ -238,13 +242,26 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	topic := stringOf(p.Topic)
 	// Topics starting with '$' belong to the broker ($SYS): clients must not
 	// forge them.
-	if topic[0] == '$' || s.opts.ACL != nil && !s.opts.ACL.CanPublish(c.ci, topic) {
+	if topic[0] == '$' || s.authz != nil && !s.authz.CanPublish(c.ci, topic) {
+		s.stats.publishDenied.Add(1)
 		s.log.Info("broker: publish refused", "client", c.ci.ClientID, "remote", c.remote(), "topic", topic)
 		switch p.QoS {
 		case 1:
 			c.sendAck(packet.PUBACK, p.PacketID, packet.NotAuthorized, "not authorised to publish to "+topic)
 		case 2:
 			c.sendAck(packet.PUBREC, p.PacketID, packet.NotAuthorized, "not authorised to publish to "+topic)
+		}
+		return true
+	}
+	if p.Retain && len(p.Payload) > 0 && !s.retainFits(topic, retainedSize(topic, p.Payload)) {
+		s.stats.retainedRefused.Add(1)
+		s.log.Info("broker: retained message refused: max_retained_messages or max_retained_bytes reached",
+			"client", c.ci.ClientID, "remote", c.remote(), "topic", topic)
+		switch p.QoS {
+		case 1:
+			c.sendAck(packet.PUBACK, p.PacketID, packet.QuotaExceeded, "retained message limit reached")
+		case 2:
+			c.sendAck(packet.PUBREC, p.PacketID, packet.QuotaExceeded, "retained message limit reached")
 		}
 		return true
 	}

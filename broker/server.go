@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gatewayd/broker/auth"
 	"gatewayd/broker/packet"
 	"gatewayd/broker/state"
 	"gatewayd/broker/topics"
@@ -17,11 +18,15 @@ import (
 
 // Options are the broker's collaborators. Every field may be left zero.
 type Options struct {
-	Store   state.Store   // nil: state.Memory{}
-	Auth    Authenticator // nil: allow anonymous clients
-	ACL     Authorizer    // nil: allow everything
-	Logger  *slog.Logger  // nil: slog.Default()
-	Version string        // reported in $SYS/broker/version
+	Store state.Store // nil: state.Memory{}
+	// Auth, when set, decides every CONNECT in place of the built-in
+	// checks (password_file, allow_anonymous, certificate identities).
+	Auth Authenticator
+	// ACL, when set, is used in place of acl_file; with neither, every
+	// client may publish and subscribe to everything.
+	ACL     Authorizer
+	Logger  *slog.Logger // nil: slog.Default()
+	Version string       // reported in $SYS/broker/version
 }
 
 // Server is an MQTT broker. Create it with New, then Start it; Shutdown stops
@@ -38,15 +43,36 @@ type Server struct {
 	subs     *topics.Index[*session, state.Subscription]
 	retained *topics.Retained[*message]
 
-	// mu guards sessions, conns, listeners and the lifecycle flags. Lock
+	// lns are the listeners, built by New and bound by Start.
+	lns []*listener
+
+	// Security: the built-in authentication and authorisation, swapped by
+	// Reload. authz is opts.ACL, the acl_file adapter, or nil (allow all).
+	passwords atomic.Pointer[auth.PasswordFile]
+	acl       atomic.Pointer[auth.ACL]
+	authz     Authorizer
+	throttle  *auth.Throttle
+	open      atomic.Int64 // open network connections
+	// reloadMu serialises Reload; it guards the file paths below.
+	reloadMu sync.Mutex
+	pwPath   string
+	aclPath  string
+
+	// retainMu guards the two totals of the retained messages clients
+	// set, checked against max_retained_messages and max_retained_bytes.
+	retainMu      sync.Mutex
+	retainedCount int
+	retainedBytes int
+
+	// mu guards sessions, conns and the lifecycle flags. Lock
 	// order: mu, then a session's mu, then a connection's outMu.
-	mu        sync.Mutex
-	sessions  map[string]*session
-	conns     map[*conn]struct{}
-	listeners []net.Listener
-	started   bool
-	closing   bool
-	sessSeq   uint64
+	mu       sync.Mutex
+	sessions map[string]*session
+	conns    map[*conn]struct{}
+	bound    bool // listeners bound
+	started  bool
+	closing  bool
+	sessSeq  uint64
 
 	// storeMu serialises the state changes of a durable store with their
 	// Commit calls, so batches reach the store in the order the changes were
@@ -85,7 +111,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	lns, err := newListeners(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
+		lns:      lns,
+		throttle: auth.NewThrottle(cfg.AuthThrottle),
+		pwPath:   cfg.PasswordFile,
+		aclPath:  cfg.ACLFile,
 		cfg:      cfg,
 		opts:     opts,
 		log:      opts.Logger,
@@ -96,6 +130,24 @@ func New(cfg Config, opts Options) (*Server, error) {
 		sessions: make(map[string]*session),
 		conns:    make(map[*conn]struct{}),
 		stop:     make(chan struct{}),
+	}
+	if cfg.PasswordFile != "" {
+		pw, err := auth.LoadPasswordFile(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker: password_file: %w", err)
+		}
+		s.passwords.Store(pw)
+	}
+	s.authz = opts.ACL
+	if cfg.ACLFile != "" {
+		acl, err := auth.LoadACLFile(cfg.ACLFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker: acl_file: %w", err)
+		}
+		s.acl.Store(acl)
+		if opts.ACL == nil {
+			s.authz = aclFile{s}
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.nextMsg.Store(1)
@@ -116,28 +168,18 @@ func (s *Server) Start() error {
 	s.startAt = time.Now()
 	s.mu.Unlock()
 
-	type bind struct{ name, addr, key string }
-	var binds []bind
-	if len(s.cfg.Listeners) == 0 {
-		binds = append(binds, bind{DefaultAddress, DefaultAddress, "broker.listeners"})
-	}
-	for i, l := range s.cfg.Listeners {
-		name := l.Name
-		if name == "" {
-			name = l.Address
+	var bound []*listener
+	closeAll := func() {
+		for _, l := range bound {
+			l.ln.Close()
 		}
-		binds = append(binds, bind{name, l.Address, "broker." + keyIndex("listeners", i) + ".address"})
 	}
-	var lns []net.Listener
-	for _, b := range binds {
-		ln, err := net.Listen("tcp", b.addr)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("broker: cannot listen on %s (change %s): %w", b.addr, b.key, err)
+	for _, l := range s.lns {
+		if err := l.bind(s.cfg.MaxConnectionsPerSecondPerAddress); err != nil {
+			closeAll()
+			return fmt.Errorf("broker: cannot listen on %s (change %s): %w", l.cfg.Address, l.key+addrSuffix(l), err)
 		}
-		lns = append(lns, ln)
+		bound = append(bound, l)
 	}
 	// The store is loaded once the ports are ours, so a busy port leaves
 	// nothing (timers of restored sessions) behind.
@@ -146,43 +188,56 @@ func (s *Server) Start() error {
 		err = s.restore(snap)
 	}
 	if err != nil {
-		for _, l := range lns {
-			l.Close()
-		}
+		closeAll()
 		s.stopTimers()
 		return fmt.Errorf("broker: loading stored state: %w", err)
 	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		for _, l := range lns {
-			l.Close()
-		}
+		closeAll()
 		return errors.New("broker: shut down while starting")
 	}
-	s.listeners = lns
-	for i, ln := range lns {
+	s.bound = true
+	for _, l := range s.lns {
+		if l.isWS() {
+			l.http = s.newHTTP(l)
+		}
 		s.wg.Add(1)
-		go s.accept(ln, binds[i].name)
+		go s.serveListener(l)
 	}
 	s.mu.Unlock()
 	s.startSys()
+	for _, l := range s.lns {
+		s.logExposure(l)
+	}
 	s.log.Info("broker started", "addrs", s.Addrs())
 	return nil
+}
+
+// addrSuffix is the key of a listener's address below its own key.
+func addrSuffix(l *listener) string {
+	if l.key == "broker.listeners" {
+		return ""
+	}
+	return ".address"
 }
 
 // Addrs returns the addresses the listeners are bound to (useful with port 0).
 func (s *Server) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	addrs := make([]net.Addr, len(s.listeners))
-	for i, l := range s.listeners {
-		addrs[i] = l.Addr()
+	if !s.bound {
+		return nil
+	}
+	addrs := make([]net.Addr, len(s.lns))
+	for i, l := range s.lns {
+		addrs[i] = l.ln.Addr()
 	}
 	return addrs
 }
 
-func (s *Server) accept(ln net.Listener, name string) {
+func (s *Server) accept(ln net.Listener, l *listener) {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
@@ -194,7 +249,7 @@ func (s *Server) accept(ln net.Listener, name string) {
 			// Out of file descriptors and the like: back off rather than
 			// spin, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("broker: accept failed", "listener", name, "err", err)
+			s.log.Warn("broker: accept failed", "listener", l.name, "err", err)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
@@ -205,26 +260,50 @@ func (s *Server) accept(ln net.Listener, name string) {
 			continue
 		}
 		delay = 0
-		if c := s.newConn(nc, name); c != nil {
+		if c := s.newConn(nc, l); c != nil {
 			go c.serve()
 		}
 	}
 }
 
 // ServeConn serves an already-accepted connection, for example one end of a
-// net.Pipe or a WebSocket, as if it had arrived on the named listener. It
-// returns when the connection ends.
-func (s *Server) ServeConn(nc net.Conn, listener string) {
-	c := s.newConn(nc, listener)
+// net.Pipe, as if it had arrived on the named listener: that listener's
+// anonymous policy, certificate identities and connection limits apply. A
+// name no listener has stands for in-process clients (drivers, the bridge):
+// they may connect anonymously and no connection limit applies to them,
+// but password_file (for a client sending a user name) and the ACL apply as
+// to anyone. It returns when the connection ends.
+func (s *Server) ServeConn(nc net.Conn, name string) {
+	l := s.listenerNamed(name)
+	if l == nil {
+		l = &listener{name: name, anonymous: true}
+	}
+	c := s.newConn(nc, l)
 	if c == nil {
 		return
 	}
 	c.serve()
 }
 
+func (s *Server) listenerNamed(name string) *listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.bound {
+		return nil
+	}
+	for _, l := range s.lns {
+		if l.name == name {
+			return l
+		}
+	}
+	return nil
+}
+
 // newConn registers a connection; it returns nil (and closes nc) when the
-// server is shutting down. The caller runs c.serve, which calls wg.Done.
-func (s *Server) newConn(nc net.Conn, listener string) *conn {
+// server is shutting down. The caller runs c.serve, which calls wg.Done. A
+// network connection beyond max_connections (the broker's or the
+// listener's) is marked to be refused at CONNECT.
+func (s *Server) newConn(nc net.Conn, l *listener) *conn {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -232,7 +311,12 @@ func (s *Server) newConn(nc net.Conn, listener string) *conn {
 		return nil
 	}
 	// Problem information is on until CONNECT says otherwise (its default).
-	c := &conn{s: s, nc: nc, listener: listener, problemInfo: true}
+	c := &conn{s: s, nc: nc, l: l, problemInfo: true}
+	if l.network {
+		n, m := s.open.Add(1), l.open.Add(1)
+		c.overLimit = s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) ||
+			l.cfg.MaxConnections > 0 && m > int64(l.cfg.MaxConnections)
+	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -255,7 +339,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	close(s.stop)
 	s.cancel()
-	lns := s.listeners
+	var lns []*listener
+	if s.bound {
+		lns = s.lns
+	}
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -263,7 +350,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	for _, l := range lns {
-		l.Close()
+		if l.http != nil {
+			l.http.Close()
+		} else {
+			l.ln.Close()
+		}
 	}
 	for _, c := range conns {
 		c.disconnect(packet.ServerShuttingDown, "server shutting down")

@@ -39,7 +39,8 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 			s.stats.protocolErrors.Add(1)
 			c.disconnect(packet.ProtocolError, "no local on a shared subscription")
 			return false
-		case s.opts.ACL != nil && !s.opts.ACL.CanSubscribe(c.ci, filter):
+		case s.authz != nil && !s.authz.CanSubscribe(c.ci, filter):
+			s.stats.subscribeDenied.Add(1)
 			s.log.Info("broker: subscribe refused", "client", c.ci.ClientID, "remote", c.remote(), "filter", filter)
 			reasons[i] = fail(packet.NotAuthorized)
 			continue
@@ -54,6 +55,14 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 		}
 		se.mu.Lock()
 		_, existed := se.subs[filter]
+		if !existed && s.cfg.MaxSubscriptionsPerClient > 0 && len(se.subs) >= s.cfg.MaxSubscriptionsPerClient {
+			se.mu.Unlock()
+			s.stats.subsRefused.Add(1)
+			s.log.Info("broker: subscription refused: max_subscriptions_per_client reached", "client", c.ci.ClientID,
+				"remote", c.remote(), "filter", filter, "max", s.cfg.MaxSubscriptionsPerClient)
+			reasons[i] = fail(packet.QuotaExceeded)
+			continue
+		}
 		se.subs[filter] = opts
 		s.subs.Subscribe(se, filter, opts)
 		se.mu.Unlock()
@@ -148,7 +157,7 @@ func (s *Server) dropExpiredRetained(ms []*message) {
 	for _, m := range ms {
 		// Only if the slot still holds this message: a newer one may have
 		// replaced it meanwhile.
-		if cur, ok := s.retained.Get(m.Topic); ok && cur == m && s.retained.Delete(m.Topic) {
+		if _, ok := s.deleteRetained(m.Topic, m); ok {
 			s.stats.expired.Add(1)
 			if !m.internal {
 				t.add(state.Op{Kind: state.OpClearRetained, Topic: m.Topic})

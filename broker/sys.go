@@ -28,6 +28,13 @@ type counters struct {
 	storeFailures   atomic.Uint64
 	willsSent       atomic.Uint64
 	expiredSessions atomic.Uint64
+	authFailures    atomic.Uint64
+	overLimit       atomic.Uint64
+	rateLimited     atomic.Uint64
+	subsRefused     atomic.Uint64
+	retainedRefused atomic.Uint64
+	publishDenied   atomic.Uint64
+	subscribeDenied atomic.Uint64
 }
 
 func (c *counters) noteMaxConnected(n int64) {
@@ -69,6 +76,15 @@ type Stats struct {
 	StoreFailures      uint64 // commits that failed; their messages were refused
 	WillsPublished     uint64
 	SessionsExpired    uint64
+
+	// Security and limits.
+	AuthFailures           uint64 // logins refused: bad password, anonymous where not allowed
+	ConnectionsOverLimit   uint64 // CONNECTs refused by max_connections (also in ConnectionsRefused)
+	ConnectionsRateLimited uint64 // connections closed unread by max_connections_per_second_per_address
+	SubscriptionsRefused   uint64 // filters refused by max_subscriptions_per_client
+	RetainedRefused        uint64 // retained PUBLISHes refused by max_retained_messages/bytes
+	PublishDenied          uint64 // PUBLISHes refused by the ACL (or to a $ topic)
+	SubscribeDenied        uint64 // SUBSCRIBE filters refused by the ACL
 }
 
 // Stats returns the current counters. It is cheap: atomic loads and two
@@ -98,6 +114,14 @@ func (s *Server) Stats() Stats {
 		StoreFailures:       c.storeFailures.Load(),
 		WillsPublished:      c.willsSent.Load(),
 		SessionsExpired:     c.expiredSessions.Load(),
+
+		AuthFailures:           c.authFailures.Load(),
+		ConnectionsOverLimit:   c.overLimit.Load(),
+		ConnectionsRateLimited: c.rateLimited.Load(),
+		SubscriptionsRefused:   c.subsRefused.Load(),
+		RetainedRefused:        c.retainedRefused.Load(),
+		PublishDenied:          c.publishDenied.Load(),
+		SubscribeDenied:        c.subscribeDenied.Load(),
 	}
 	st.ClientsTotal = st.ClientsConnected + st.ClientsDisconnected
 	if !s.startAt.IsZero() {

@@ -1,0 +1,349 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// listener is one configured endpoint, or the stand-in for connections
+// handed to ServeConn under a name no listener has (in-process clients).
+type listener struct {
+	name    string
+	key     string // configuration key, for messages: broker.listeners[i]
+	cfg     ListenerConfig
+	network bool // reached through a socket: connection limits apply
+	// anonymous: clients without a user name or certificate identity may
+	// connect.
+	anonymous bool
+
+	ln   net.Listener
+	http *http.Server // ws listeners
+	rate *rateLimiter // nil: no connection rate limit
+
+	// tlsCfg is the TLS configuration handed to each new handshake; Reload
+	// swaps it, so connected clients keep theirs. nil without TLS.
+	tlsCfg atomic.Pointer[tls.Config]
+	// tlsFiles are the files tlsCfg was read from (guarded by Server.reloadMu).
+	tlsFiles *TLSConfig
+
+	open atomic.Int64 // open connections
+}
+
+func (l *listener) isTLS() bool { return l.cfg.TLS != nil }
+func (l *listener) isWS() bool  { return l.cfg.Type == "ws" }
+
+// newListeners builds the configured listeners (or the default one) and
+// reads their certificates; sockets are bound by Start.
+func newListeners(cfg *Config) ([]*listener, error) {
+	lcs := cfg.Listeners
+	keys := make([]string, len(lcs))
+	for i := range lcs {
+		keys[i] = "broker." + keyIndex("listeners", i)
+	}
+	if len(lcs) == 0 {
+		lcs = []ListenerConfig{{Address: DefaultAddress}}
+		keys = []string{"broker.listeners"}
+	}
+	var lns []*listener
+	for i, lc := range lcs {
+		l := &listener{name: lc.Name, key: keys[i], cfg: lc, network: true}
+		if l.name == "" {
+			l.name = lc.Address
+		}
+		if lc.Type == "ws" && l.cfg.Path == "" {
+			l.cfg.Path = "/mqtt"
+		}
+		if lc.TLS != nil {
+			tc, err := loadTLS(lc.TLS, l.isWS())
+			if err != nil {
+				return nil, fmt.Errorf("broker: listener %s (%s.tls): %w", l.name, l.key, err)
+			}
+			l.tlsCfg.Store(tc)
+			files := *lc.TLS
+			l.tlsFiles = &files
+		}
+		lns = append(lns, l)
+	}
+	return lns, nil
+}
+
+// loadTLS reads a listener's certificate, key and client CAs.
+func loadTLS(tc *TLSConfig, ws bool) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(tc.CertFile, tc.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s, key %s: %w", tc.CertFile, tc.KeyFile, err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if tc.ClientCAFile != "" {
+		pem, err := os.ReadFile(tc.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client CAs: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CAs: %s holds no PEM certificate", tc.ClientCAFile)
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		if tc.RequireClientCert {
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	if ws {
+		c.NextProtos = []string{"http/1.1"}
+	}
+	return c, nil
+}
+
+// bind opens the listener's socket. Unless allow_anonymous says otherwise,
+// anonymous clients are allowed only when the bound address is loopback.
+func (l *listener) bind(rate int) error {
+	ln, err := net.Listen("tcp", l.cfg.Address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	ta, _ := ln.Addr().(*net.TCPAddr)
+	loopback := ta != nil && ta.IP.IsLoopback()
+	l.anonymous = loopback
+	if l.cfg.AllowAnonymous != nil {
+		l.anonymous = *l.cfg.AllowAnonymous
+	}
+	switch {
+	case l.cfg.MaxConnectionsPerSecondPerAddress != nil:
+		rate = *l.cfg.MaxConnectionsPerSecondPerAddress
+	case loopback:
+		rate = 0
+	}
+	if rate > 0 {
+		l.rate = newRateLimiter(rate)
+	}
+	return nil
+}
+
+// logExposure says at start-up what the listener exposes to whom.
+func (s *Server) logExposure(l *listener) {
+	kind := "mqtt"
+	switch {
+	case l.isWS() && l.isTLS():
+		kind = "wss"
+	case l.isWS():
+		kind = "ws"
+	case l.isTLS():
+		kind = "mqtts"
+	}
+	clientCert := "none"
+	if t := l.cfg.TLS; t != nil && t.ClientCAFile != "" {
+		clientCert = "optional"
+		if t.RequireClientCert {
+			clientCert = "required"
+		}
+	}
+	rate := 0
+	if l.rate != nil {
+		rate = int(l.rate.perSecond)
+	}
+	attrs := []any{"listener", l.name, "address", l.ln.Addr().String(), "type", kind,
+		"tls", l.isTLS(), "client_cert", clientCert, "anonymous", l.anonymous,
+		"max_connections", l.cfg.MaxConnections, "connections_per_second_per_address", rate,
+		"password_file", s.cfg.PasswordFile, "acl_file", s.cfg.ACLFile}
+	if l.isWS() {
+		attrs = append(attrs, "path", l.cfg.Path)
+	}
+	if l.cfg.TLS != nil && l.cfg.TLS.UsernameFrom != "" {
+		attrs = append(attrs, "username_from", l.cfg.TLS.UsernameFrom)
+	}
+	if s.opts.Auth != nil {
+		attrs = append(attrs, "authenticator", "embedded")
+	}
+	s.log.Info("broker: listening", attrs...)
+	ta, _ := l.ln.Addr().(*net.TCPAddr)
+	if l.anonymous && s.opts.Auth == nil && (ta == nil || !ta.IP.IsLoopback()) {
+		s.log.Warn("broker: listener accepts anonymous clients from the network (allow_anonymous: true)",
+			"listener", l.name, "address", l.ln.Addr().String())
+	}
+}
+
+// gate is a listener's accepting side: it closes at once the connections an
+// address opens faster than its rate allows, and wraps the rest in TLS when
+// the listener has it (the handshake runs later, on the connection's own
+// goroutine, bounded by the connect timeout).
+type gate struct {
+	net.Listener
+	s *Server
+	l *listener
+}
+
+func (g gate) Accept() (net.Conn, error) {
+	for {
+		nc, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if g.l.rate != nil && !g.l.rate.allow(nc.RemoteAddr()) {
+			g.s.stats.rateLimited.Add(1)
+			g.s.log.Debug("broker: connection rate exceeded, closed", "listener", g.l.name, "remote", nc.RemoteAddr().String())
+			nc.Close()
+			continue
+		}
+		if g.l.isTLS() {
+			nc = tls.Server(nc, &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+					return g.l.tlsCfg.Load(), nil
+				},
+			})
+		}
+		return nc, nil
+	}
+}
+
+// serveListener runs a bound listener until Shutdown.
+func (s *Server) serveListener(l *listener) {
+	g := gate{Listener: l.ln, s: s, l: l}
+	if l.isWS() {
+		defer s.wg.Done()
+		if err := l.http.Serve(g); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Warn("broker: websocket listener stopped", "listener", l.name, "err", err)
+		}
+		return
+	}
+	s.accept(g, l)
+}
+
+// newHTTP builds the HTTP server of a ws listener: one path, upgraded to a
+// WebSocket carrying MQTT.
+func (s *Server) newHTTP(l *listener) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.cfg.Path, func(w http.ResponseWriter, r *http.Request) { s.serveWS(l, w, r) })
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: s.cfg.ConnectTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelInfo),
+	}
+}
+
+// wsSubprotocol is the WebSocket subprotocol MQTT uses [MQTT-6.0.0-3].
+const wsSubprotocol = "mqtt"
+
+func (s *Server) serveWS(l *listener, w http.ResponseWriter, r *http.Request) {
+	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}})
+	if err != nil {
+		s.log.Info("broker: websocket upgrade failed", "listener", l.name, "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	if wc.Subprotocol() != wsSubprotocol {
+		s.log.Info("broker: websocket client did not ask for subprotocol mqtt", "listener", l.name, "remote", r.RemoteAddr)
+		wc.Close(websocket.StatusProtocolError, "subprotocol mqtt required")
+		return
+	}
+	// A WebSocket message usually carries one MQTT packet; leave room for
+	// a client that packs two.
+	wc.SetReadLimit(2*int64(s.cfg.MaxPacketSize) + 16)
+	nc := websocket.NetConn(context.WithoutCancel(r.Context()), wc, websocket.MessageBinary)
+	c := s.newConn(nc, l)
+	if c == nil {
+		return
+	}
+	c.tlsState = r.TLS
+	c.serve()
+}
+
+// rateLimiter is a token bucket per source address: each address may open
+// perSecond connections a second, in bursts of at most perSecond. It
+// remembers a bounded number of addresses; an address whose bucket has
+// refilled is forgotten first.
+type rateLimiter struct {
+	perSecond float64
+	mu        sync.Mutex
+	buckets   map[netip.Prefix]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// maxRateEntries bounds the addresses a rateLimiter remembers (about 100
+// bytes each).
+const maxRateEntries = 4096
+
+func newRateLimiter(perSecond int) *rateLimiter {
+	return &rateLimiter{perSecond: float64(perSecond), buckets: make(map[netip.Prefix]*bucket)}
+}
+
+// allow takes a token from addr's bucket and reports whether there was one.
+func (r *rateLimiter) allow(addr net.Addr) bool {
+	key, ok := rateKey(addr)
+	if !ok {
+		return true
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buckets[key]
+	if b == nil {
+		if len(r.buckets) >= maxRateEntries {
+			r.evict(now)
+		}
+		b = &bucket{tokens: r.perSecond, last: now}
+		r.buckets[key] = b
+	}
+	b.tokens = min(r.perSecond, b.tokens+now.Sub(b.last).Seconds()*r.perSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// evict forgets the addresses whose buckets are full again, or, if none is,
+// one of them: under a flood from more addresses than it can remember the
+// limiter lets some extra connections through rather than grow.
+func (r *rateLimiter) evict(now time.Time) {
+	for k, b := range r.buckets {
+		if now.Sub(b.last).Seconds()*r.perSecond+b.tokens >= r.perSecond {
+			delete(r.buckets, k)
+		}
+	}
+	if len(r.buckets) >= maxRateEntries {
+		for k := range r.buckets {
+			delete(r.buckets, k)
+			break
+		}
+	}
+}
+
+// rateKey is the IP address of addr, or its /64 for IPv6 (one host usually
+// gets a whole /64).
+func rateKey(addr net.Addr) (netip.Prefix, bool) {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p, true
+}
