@@ -61,6 +61,7 @@ func (b *Board) Inventory() Inventory {
 	inv := Inventory{Board: b.info}
 	chips, _ := filepath.Glob(b.path("dev/gpiochip*"))
 	slices.SortFunc(chips, byNumberSuffix)
+	seen := map[string]bool{}
 	for _, c := range chips {
 		g := GPIOChip{Path: "/dev/" + filepath.Base(c), Name: filepath.Base(c)}
 		if name, label, lines, err := gpioChipInfo(c); err == nil {
@@ -68,6 +69,10 @@ func (b *Board) Inventory() Inventory {
 		} else {
 			inv.Problems = append(inv.Problems, fmt.Sprintf("%s: %v", g.Path, err))
 		}
+		if seen[g.Name] {
+			continue // a compatibility link (gpiochip4 -> gpiochip0 on older Pi 5 kernels)
+		}
+		seen[g.Name] = true
 		inv.GPIO = append(inv.GPIO, g)
 	}
 	inv.I2C = b.I2CBuses()
