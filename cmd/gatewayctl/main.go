@@ -46,6 +46,7 @@ func main() {
 const usage = `Usage:
   gatewayctl sub [options] -t FILTER [-t FILTER...] [FILTER...]
   gatewayctl pub [options] -t TOPIC (-m MESSAGE | -f FILE | -s | -n)
+  gatewayctl passwd [-c] [-D] [--stdin] FILE USER
 
 Run "gatewayctl sub -help" or "gatewayctl pub -help" for the options.
 `
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSub(ctx, args[1:], stdout, stderr)
 	case "pub":
 		return runPub(ctx, args[1:], stdin, stderr)
+	case "passwd":
+		return runPasswd(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
