@@ -1,0 +1,690 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gatewayd/broker"
+	"gatewayd/broker/client"
+	"gatewayd/broker/packet"
+)
+
+// Options are what a bridge needs besides its configuration.
+type Options struct {
+	// GatewayID names the gateway: default client id and status topic.
+	GatewayID string
+	// Broker is the embedded broker, started. Required.
+	Broker *broker.Server
+	// Logger: nil means slog.Default().
+	Logger *slog.Logger
+	// SysInterval is how often the counters are published under
+	// $SYS/broker/bridge/<name>/. Zero: 10 s.
+	SysInterval time.Duration
+}
+
+// Stats are a bridge's counters.
+type Stats struct {
+	State          string        // connected, connecting or disconnected (the cloud link)
+	QueuedMessages int           // waiting for the cloud (including the one in flight)
+	QueuedBytes    int           // their size as counted against queue.max_bytes
+	OldestQueued   time.Duration // age of the oldest; zero when none
+	Sent           uint64        // local messages the cloud acknowledged (QoS 0: written)
+	Received       uint64        // cloud messages stored by the local broker
+	// Dropped counts messages lost by policy: queue_full (drop-oldest made
+	// room), expired (older than queue.max_age), no_rule (matching no rule,
+	// from an earlier configuration's subscription).
+	Dropped map[string]uint64
+	// Rejected counts messages refused and acknowledged without being sent:
+	// queue_full (reject-new), too_large (over the profile's payload limit),
+	// remote_refused (the cloud's v5 negative acknowledgement),
+	// local_refused (the local broker's).
+	Rejected        map[string]uint64
+	RetainCleared   uint64 // retain flags cleared for a cloud without retain
+	LoopsSuppressed uint64 // copies of its own messages the cloud sent back
+	Reconnects      uint64 // cloud connections after the first
+}
+
+// Bridge forwards between the embedded broker and one cloud broker.
+type Bridge struct {
+	cfg         Config
+	opts        Options
+	log         *slog.Logger
+	srv         *broker.Server
+	rules       []*rule
+	localID     string
+	remoteID    string
+	statusTopic string
+	azure       *ConnectionString
+	maxPayload  int
+	v5          bool // cloud protocol
+	tlsCfg      *tls.Config
+	url         string
+	pace        *pacer
+	echo        *echoes // nil unless needed (3.1.1 cloud with rules both ways)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	local  *client.Client
+
+	stopping atomic.Bool
+	pipeMu   sync.Mutex
+	pipe     net.Conn
+
+	remMu       sync.Mutex
+	remote      *client.Client
+	remState    client.State
+	changed     chan struct{} // closed and replaced on every cloud state change
+	downs       uint64        // cloud connections ended
+	connects    uint64
+	started     bool
+	stopOnce    sync.Once
+	sendLogMu   sync.Mutex
+	sendLog     []time.Time // kept when keepSendLog is set (tests)
+	keepSendLog bool
+
+	sent, received, tooLarge, remoteRefused, localRefused, noRule atomic.Uint64
+	retainCleared, loops                                          atomic.Uint64
+}
+
+var errStopped = errors.New("bridge: stopped")
+
+// New checks cfg and prepares a bridge; Start connects it.
+func New(cfg Config, opts Options) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+	}
+	if opts.Broker == nil {
+		return nil, fmt.Errorf("bridge %s: no broker", cfg.Name)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SysInterval <= 0 {
+		opts.SysInterval = 10 * time.Second
+	}
+	b := &Bridge{
+		cfg:     cfg,
+		opts:    opts,
+		log:     opts.Logger.With("bridge", cfg.Name),
+		srv:     opts.Broker,
+		localID: "gatewayd-bridge-" + cfg.Name,
+		v5:      cfg.protocol() == packet.V5,
+		url:     cfg.URL,
+		pace:    newPacer(cfg.DrainRate),
+		changed: make(chan struct{}),
+	}
+	if cfg.Profile == "" {
+		b.cfg.Profile = ProfileGeneric
+	}
+	b.remoteID = cfg.ClientID
+	if b.remoteID == "" {
+		b.remoteID = opts.GatewayID + "-" + cfg.Name
+	}
+	maxQoS := cfg.profileMaxQoS()
+	both := false
+	for i := range cfg.Topics {
+		r := &rule{Rule: cfg.Topics[i]}
+		if r.Pattern == "" {
+			r.Pattern = "#"
+		}
+		r.qos = r.QoS
+		if r.qos > maxQoS {
+			b.log.Warn("bridge: rule QoS above what the cloud accepts, capped", "rule", i, "qos", r.QoS, "max", maxQoS, "profile", b.cfg.Profile)
+			r.qos = maxQoS
+		}
+		r.localFilter = r.LocalPrefix + r.Pattern
+		r.remoteFilter = r.RemotePrefix + r.Pattern
+		both = both || r.Direction == DirBoth
+		b.rules = append(b.rules, r)
+	}
+	switch b.cfg.Profile {
+	case ProfileAWSIoT:
+		b.maxPayload = 128 << 10
+	case ProfileAzure:
+		b.maxPayload = 256 << 10
+		if cfg.ConnectionString != "" {
+			cs, err := ParseConnectionString(cfg.ConnectionString)
+			if err != nil {
+				return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+			}
+			b.azure = cs
+			b.remoteID = cs.DeviceID
+			if b.url == "" {
+				b.url = "mqtts://" + cs.HostName + ":8883"
+			}
+		}
+	}
+	if !b.v5 && both {
+		b.echo = &echoes{}
+	}
+	switch {
+	case cfg.StatusTopic == "-" || b.cfg.Profile == ProfileAzure:
+	case cfg.StatusTopic != "":
+		b.statusTopic = cfg.StatusTopic
+	default:
+		prefix := ""
+		for _, r := range b.rules {
+			if r.out() {
+				prefix = r.RemotePrefix
+				break
+			}
+		}
+		b.statusTopic = prefix + opts.GatewayID + "/status"
+	}
+	u, err := url.Parse(b.url)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: url: %w", cfg.Name, err)
+	}
+	switch u.Scheme {
+	case "mqtts", "ssl", "tls", "wss":
+		t := cfg.TLS
+		tc, err := client.NewTLSConfig(client.TLSFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, NextProtos: t.ALPN})
+		if err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+		}
+		if len(tc.NextProtos) == 0 && b.cfg.Profile == ProfileAWSIoT && u.Port() == "443" {
+			tc.NextProtos = []string{"x-amzn-mqtt-ca"}
+		}
+		tc.InsecureSkipVerify = t.InsecureSkipVerify
+		b.tlsCfg = tc
+	}
+	return b, nil
+}
+
+// Name is the bridge's name.
+func (b *Bridge) Name() string { return b.cfg.Name }
+
+// RemoteClientID is the client id used at the cloud.
+func (b *Bridge) RemoteClientID() string { return b.remoteID }
+
+// policy is the broker queue policy for the bridge's local session.
+func (b *Bridge) policy() broker.ClientPolicy {
+	q := b.cfg.Queue
+	p := broker.ClientPolicy{
+		MaxQueuedMessages: q.MaxMessages,
+		MaxQueuedBytes:    q.MaxBytes,
+		MaxAge:            q.MaxAge,
+		DropOldest:        q.Policy != PolicyRejectNew,
+		UpgradeQoS:        true,
+	}
+	if p.MaxQueuedMessages == 0 {
+		p.MaxQueuedMessages = DefaultMaxMessages
+	}
+	if p.MaxQueuedBytes == 0 {
+		p.MaxQueuedBytes = DefaultMaxBytes
+	}
+	return p
+}
+
+// Start connects the bridge to the local broker at once (queuing starts
+// then) and to the cloud in the background, retrying with backoff. It
+// returns when the local side is ready.
+func (b *Bridge) Start(ctx context.Context) error {
+	if b.started {
+		return errors.New("bridge: already started")
+	}
+	b.started = true
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.srv.SetClientPolicy(b.localID, b.policy())
+	b.publishState("connecting")
+
+	lc, err := client.New(client.Options{
+		Dialer:            b.dialLocal,
+		ClientID:          b.localID,
+		Protocol:          packet.V5,
+		SessionExpiry:     time.Duration(math.MaxUint32) * time.Second,
+		KeepAlive:         -1,
+		ConnectProperties: client.ConnectProperties{ReceiveMaximum: 1},
+		AutoReconnect:     true,
+		Backoff:           client.Backoff{Base: 50 * time.Millisecond, Cap: time.Second},
+		DefaultHandler:    b.onLocal,
+		Logger:            b.log,
+	})
+	if err != nil {
+		return err
+	}
+	b.local = lc
+	if err := lc.Connect(ctx); err != nil {
+		b.cancel()
+		return fmt.Errorf("bridge %s: local broker: %w", b.cfg.Name, err)
+	}
+	var subs []client.Subscription
+	seen := map[string]bool{}
+	for _, r := range b.rules {
+		if r.out() && !seen[r.localFilter] {
+			seen[r.localFilter] = true
+			// Retain handling 1: retained messages go up when the
+			// subscription is new, not again at every start.
+			subs = append(subs, client.Subscription{Filter: r.localFilter, QoS: 1, NoLocal: true, RetainAsPublished: true, RetainHandling: 1})
+		}
+	}
+	if len(subs) > 0 {
+		if _, err := lc.Subscribe(ctx, b.onLocal, subs...); err != nil {
+			b.Stop(context.Background())
+			return fmt.Errorf("bridge %s: local subscribe: %w", b.cfg.Name, err)
+		}
+	}
+	b.wg.Add(2)
+	go b.runRemote()
+	go b.runSys()
+	return nil
+}
+
+func (b *Bridge) dialLocal(context.Context) (net.Conn, error) {
+	b.pipeMu.Lock()
+	defer b.pipeMu.Unlock()
+	if b.stopping.Load() {
+		return nil, errStopped
+	}
+	a, s := net.Pipe()
+	b.pipe = a
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer s.Close()
+		b.srv.ServeConn(s, "bridge")
+	}()
+	return a, nil
+}
+
+// remoteOptions builds the cloud client's options; with Azure a fresh SAS
+// token each time.
+func (b *Bridge) remoteOptions() (client.Options, time.Duration) {
+	c := &b.cfg
+	o := client.Options{
+		URL:           b.url,
+		ClientID:      b.remoteID,
+		Username:      c.Username,
+		Password:      c.Password,
+		Protocol:      c.protocol(),
+		CleanStart:    c.CleanStart,
+		KeepAlive:     c.KeepAlive,
+		TLS:           b.tlsCfg,
+		AutoReconnect: true,
+		Backoff:       client.Backoff{Base: c.Backoff.Base, Cap: c.Backoff.Cap},
+		// One data message is in flight at a time; the window only has to
+		// hold it and the status message.
+		MaxInflight:        8,
+		OnConnectionChange: b.onRemoteState,
+		DefaultHandler:     b.onRemote,
+		Logger:             b.log,
+	}
+	if b.v5 && !c.CleanStart {
+		o.SessionExpiry = 7 * 24 * time.Hour
+	}
+	if b.statusTopic != "" {
+		o.Will = &client.Will{Message: client.Message{Topic: b.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true}}
+	}
+	var renew time.Duration
+	if b.azure != nil {
+		ttl := c.SASTTL
+		if ttl == 0 {
+			ttl = time.Hour
+		}
+		o.Username = b.azure.Username()
+		o.Password = b.azure.SASToken(time.Now().Add(ttl))
+		renew = ttl * 8 / 10
+	}
+	return o, renew
+}
+
+// runRemote owns the cloud client: connect (retrying), subscribe, and with
+// Azure replace the connection before its SAS token expires.
+func (b *Bridge) runRemote() {
+	defer b.wg.Done()
+	for b.ctx.Err() == nil {
+		o, renew := b.remoteOptions()
+		cl, err := client.New(o)
+		if err != nil {
+			b.log.Error("bridge: cloud client", "err", err)
+			return
+		}
+		b.remMu.Lock()
+		b.remote = cl
+		b.broadcastLocked()
+		b.remMu.Unlock()
+		if err := cl.Connect(b.ctx); err != nil {
+			continue // b.ctx ended
+		}
+		b.subscribeRemote(cl)
+		var renewC <-chan time.Time
+		var renewT *time.Timer
+		if renew > 0 {
+			renewT = time.NewTimer(renew)
+			renewC = renewT.C
+		}
+		select {
+		case <-b.ctx.Done():
+			if b.statusTopic != "" && cl.State() == client.StateConnected {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				cl.Publish(ctx, &client.Message{Topic: b.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true})
+				cancel()
+			}
+		case <-renewC:
+			b.log.Info("bridge: reconnecting with a fresh SAS token")
+		}
+		if renewT != nil {
+			renewT.Stop()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cl.Disconnect(ctx)
+		cancel()
+	}
+}
+
+// subscribeRemote subscribes to the in rules; a persistent cloud session
+// keeps them, but the rules may have changed since.
+func (b *Bridge) subscribeRemote(cl *client.Client) {
+	var subs []client.Subscription
+	seen := map[string]bool{}
+	for _, r := range b.rules {
+		if !r.in() {
+			continue
+		}
+		f := r.remoteFilter
+		if b.cfg.Profile == ProfileAzure {
+			f = azureDeviceboundFilter(b.remoteID)
+		}
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		subs = append(subs, client.Subscription{Filter: f, QoS: r.qos, NoLocal: b.v5, RetainAsPublished: b.v5})
+	}
+	if len(subs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cl.Subscribe(ctx, b.onRemote, subs...); err != nil {
+		// The client subscribes again by itself after a reconnection that
+		// lost the session; a refusal is a configuration problem.
+		b.log.Warn("bridge: cloud subscribe", "err", err)
+	}
+}
+
+func (b *Bridge) broadcastLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (b *Bridge) onRemoteState(s client.State, err error) {
+	b.remMu.Lock()
+	b.remState = s
+	switch s {
+	case client.StateConnected:
+		b.connects++
+	case client.StateDisconnected:
+		b.downs++
+	}
+	b.broadcastLocked()
+	b.remMu.Unlock()
+	b.publishState(s.String())
+	if s == client.StateConnected && b.statusTopic != "" {
+		b.remMu.Lock()
+		cl := b.remote
+		b.remMu.Unlock()
+		cl.PublishAsync(&client.Message{Topic: b.statusTopic, Payload: []byte("online"), QoS: 1, Retain: true}, nil)
+	}
+	if err != nil {
+		b.log.Info("bridge: cloud link", "state", s, "err", err)
+	}
+}
+
+// current returns the cloud client and the channel closed at its next change.
+func (b *Bridge) current() (*client.Client, <-chan struct{}, uint64) {
+	b.remMu.Lock()
+	defer b.remMu.Unlock()
+	return b.remote, b.changed, b.downs
+}
+
+// onLocal forwards one local message to the cloud. It returns (and so lets
+// the local client acknowledge the message, which removes it from the
+// durable queue) only once the cloud has it or it was refused for a counted
+// reason. When the bridge stops, the local connection is cut before the
+// handler gives up, so that no acknowledgement leaves.
+func (b *Bridge) onLocal(m *client.Message) {
+	var r *rule
+	for _, x := range b.rules {
+		if x.out() && match(x.localFilter, m.Topic) {
+			r = x
+			break
+		}
+	}
+	if r == nil {
+		b.noRule.Add(1)
+		return
+	}
+	out := *m
+	out.Topic, out.QoS, out.Dup, out.SubscriptionIDs = r.toRemote(m.Topic), r.qos, false, nil
+	if b.maxPayload > 0 && len(out.Payload) > b.maxPayload {
+		b.tooLarge.Add(1)
+		b.log.Warn("bridge: message over the cloud's payload limit, not sent", "topic", m.Topic, "bytes", len(out.Payload), "max", b.maxPayload)
+		return
+	}
+	if out.Retain && b.cfg.Profile == ProfileAzure {
+		out.Retain = false
+		b.retainCleared.Add(1)
+	}
+	if b.azure != nil {
+		out.Topic = azureEventsTopic(b.remoteID, out.Topic)
+	}
+	if b.echo != nil {
+		for _, x := range b.rules {
+			if x.in() && match(x.remoteFilter, out.Topic) {
+				b.echo.add(out.Topic, out.Payload)
+				break
+			}
+		}
+	}
+	if b.pace.wait(b.ctx) != nil {
+		return
+	}
+	for {
+		cl, changed, _ := b.current()
+		var err error
+		if cl == nil {
+			err = client.ErrNotConnected
+		} else {
+			err = cl.Publish(b.ctx, &out)
+		}
+		var re *client.ReasonError
+		switch {
+		case err == nil:
+			b.sent.Add(1)
+			if b.keepSendLog {
+				b.sendLogMu.Lock()
+				b.sendLog = append(b.sendLog, time.Now())
+				b.sendLogMu.Unlock()
+			}
+			return
+		case b.ctx.Err() != nil:
+			return // the local connection is already cut: not acknowledged
+		case errors.As(err, &re):
+			b.remoteRefused.Add(1)
+			b.log.Warn("bridge: cloud refused a message", "topic", out.Topic, "err", err)
+			return
+		}
+		// Not connected, or the client was replaced or lost the message
+		// with its session: wait for the next change and send it again.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-b.ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// onRemote delivers one cloud message locally. It returns (and so lets the
+// cloud client acknowledge it) once the local broker has stored it; when the
+// bridge stops, it waits until the cloud connection is gone instead.
+func (b *Bridge) onRemote(m *client.Message) {
+	_, _, downs := b.current()
+	if b.echo != nil && b.echo.take(m.Topic, m.Payload) {
+		b.loops.Add(1)
+		return
+	}
+	remote := m.Topic
+	if b.azure != nil {
+		remote = azureInboundTopic(b.remoteID, m.Topic)
+	}
+	var r *rule
+	for _, x := range b.rules {
+		if x.in() && match(x.remoteFilter, remote) {
+			r = x
+			break
+		}
+	}
+	if r == nil {
+		b.noRule.Add(1)
+		return
+	}
+	lm := *m
+	lm.Topic, lm.Dup, lm.SubscriptionIDs = r.toLocal(remote), false, nil
+	if lm.QoS > r.QoS {
+		lm.QoS = r.QoS
+	}
+	for {
+		err := b.local.Publish(b.ctx, &lm)
+		var re *client.ReasonError
+		switch {
+		case err == nil:
+			b.received.Add(1)
+			return
+		case b.ctx.Err() != nil:
+			b.waitRemoteDown(downs)
+			return
+		case errors.As(err, &re):
+			b.localRefused.Add(1)
+			b.log.Warn("bridge: local broker refused a cloud message", "topic", lm.Topic, "err", err)
+			return
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// waitRemoteDown waits until the cloud connection that was up when the
+// count of ended connections was downs has ended too.
+func (b *Bridge) waitRemoteDown(downs uint64) {
+	for {
+		b.remMu.Lock()
+		d, ch := b.downs, b.changed
+		b.remMu.Unlock()
+		if d > downs {
+			return
+		}
+		<-ch
+	}
+}
+
+// Stop stops the bridge: the local connection is cut first (what is not yet
+// in the cloud stays queued), the cloud is told "offline", and both clients
+// are disconnected. The local broker keeps the queue.
+func (b *Bridge) Stop(ctx context.Context) error {
+	if !b.started {
+		return nil
+	}
+	b.stopOnce.Do(func() {
+		b.stopping.Store(true)
+		b.pipeMu.Lock()
+		if b.pipe != nil {
+			b.pipe.Close()
+		}
+		b.pipeMu.Unlock()
+		b.cancel()
+		done := make(chan struct{})
+		go func() {
+			b.local.Disconnect(ctx)
+			b.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		b.publishState("disconnected")
+		b.publishStats()
+	})
+	return ctx.Err()
+}
+
+// Stats returns the bridge's counters.
+func (b *Bridge) Stats() Stats {
+	q, _ := b.srv.ClientQueue(b.localID)
+	b.remMu.Lock()
+	st := Stats{State: b.remState.String()}
+	if b.connects > 0 {
+		st.Reconnects = b.connects - 1
+	}
+	b.remMu.Unlock()
+	st.QueuedMessages, st.QueuedBytes = q.Messages, q.Bytes
+	if !q.Oldest.IsZero() {
+		st.OldestQueued = time.Since(q.Oldest)
+	}
+	st.Sent, st.Received = b.sent.Load(), b.received.Load()
+	st.Dropped = map[string]uint64{"queue_full": q.DroppedOldest, "expired": q.Expired, "no_rule": b.noRule.Load()}
+	st.Rejected = map[string]uint64{"queue_full": q.RejectedFull, "too_large": b.tooLarge.Load(),
+		"remote_refused": b.remoteRefused.Load(), "local_refused": b.localRefused.Load()}
+	st.RetainCleared, st.LoopsSuppressed = b.retainCleared.Load(), b.loops.Load()
+	return st
+}
+
+func (b *Bridge) sysTopic(leaf string) string {
+	return "$SYS/broker/bridge/" + b.cfg.Name + "/" + leaf
+}
+
+func (b *Bridge) publishState(s string) {
+	b.srv.PublishSys(b.sysTopic("state"), s)
+}
+
+func (b *Bridge) publishStats() {
+	st := b.Stats()
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	b.srv.PublishSys(b.sysTopic("queued/messages"), strconv.Itoa(st.QueuedMessages))
+	b.srv.PublishSys(b.sysTopic("queued/bytes"), strconv.Itoa(st.QueuedBytes))
+	b.srv.PublishSys(b.sysTopic("queued/oldest_age_seconds"), strconv.FormatInt(int64(st.OldestQueued/time.Second), 10))
+	b.srv.PublishSys(b.sysTopic("sent"), u(st.Sent))
+	b.srv.PublishSys(b.sysTopic("received"), u(st.Received))
+	for k, v := range st.Dropped {
+		b.srv.PublishSys(b.sysTopic("dropped/"+k), u(v))
+	}
+	for k, v := range st.Rejected {
+		b.srv.PublishSys(b.sysTopic("rejected/"+k), u(v))
+	}
+	b.srv.PublishSys(b.sysTopic("retain_cleared"), u(st.RetainCleared))
+	b.srv.PublishSys(b.sysTopic("loops_suppressed"), u(st.LoopsSuppressed))
+	b.srv.PublishSys(b.sysTopic("reconnects"), u(st.Reconnects))
+}
+
+func (b *Bridge) runSys() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.SysInterval)
+	defer t.Stop()
+	b.publishStats()
+	for {
+		select {
+		case <-t.C:
+			b.publishStats()
+		case <-b.ctx.Done():
+			return
+		}
+	}
+}
