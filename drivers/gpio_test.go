@@ -246,3 +246,24 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+func TestGPIOOutSafeStateWhenTheBrokerNeverComes(t *testing.T) {
+	noLeaks(t)
+	b := startBroker(t)
+	b.setRefuse(true)
+	pin := &gpiotest.Pin{N: "GPIO24", Num: 24}
+	_, stop := startRunner(t, b, oneDevice(DeviceConfig{Name: "fan", Driver: "gpio-out", Pin: "GPIO24", Initial: "ON", SafeState: "OFF", SafeAfter: 300 * time.Millisecond}), gpioHW(pin))
+	waitLevel := func(l gpio.Level, what string) {
+		t.Helper()
+		deadline := time.Now().Add(waitLimit)
+		for pin.Read() != l {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitLevel(gpio.High, "the output never took its initial state")
+	waitLevel(gpio.Low, "the output never went to its safe state")
+	stop() // returns though the broker was never reached
+}
