@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gatewayd/broker/auth"
+)
+
+// gatewayctl passwd -c --stdin writes an entry the broker's loader accepts
+// with that password and no other; a second run changes it; -D removes it.
+func TestPasswdAddChangeDelete(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+
+	if _, errOut, code := ctl(t, "s3cret\n", "passwd", "-c", "--stdin", file, "alice"); code != 0 {
+		t.Fatalf("passwd -c --stdin: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := ctl(t, "b0b\n", "passwd", "--stdin", file, "bob"); code != 0 {
+		t.Fatalf("passwd --stdin (second user): exit %d: %s", code, errOut)
+	}
+	pw, err := auth.LoadPasswordFile(file)
+	if err != nil {
+		t.Fatalf("auth.LoadPasswordFile: %v", err)
+	}
+	if !pw.Check("alice", []byte("s3cret")) || pw.Check("alice", []byte("wrong")) || !pw.Check("bob", []byte("b0b")) {
+		t.Fatalf("the written file does not verify alice:s3cret and bob:b0b (and only those)")
+	}
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+
+	if _, errOut, code := ctl(t, "n3w\n", "passwd", "--stdin", file, "alice"); code != 0 {
+		t.Fatalf("changing alice's password: exit %d: %s", code, errOut)
+	}
+	pw, err = auth.LoadPasswordFile(file)
+	if err != nil {
+		t.Fatalf("auth.LoadPasswordFile after change: %v", err)
+	}
+	if !pw.Check("alice", []byte("n3w")) || pw.Check("alice", []byte("s3cret")) {
+		t.Fatalf("alice's password was not changed")
+	}
+
+	if _, errOut, code := ctl(t, "", "passwd", "-D", file, "alice"); code != 0 {
+		t.Fatalf("passwd -D: exit %d: %s", code, errOut)
+	}
+	pw, err = auth.LoadPasswordFile(file)
+	if err != nil {
+		t.Fatalf("auth.LoadPasswordFile after delete: %v", err)
+	}
+	if got := strings.Join(pw.Users(), ","); got != "bob" {
+		t.Fatalf("users after deleting alice: %q, want bob", got)
+	}
+}
+
+// Failures have their exit status: a missing file without -c, deleting an
+// unknown user, an empty password and no password at all exit 1; bad
+// arguments, and no --stdin when stdin is not a terminal, exit 2.
+func TestPasswdExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "passwd")
+	if _, errOut, code := ctl(t, "x\n", "passwd", "-c", "--stdin", file, "alice"); code != 0 {
+		t.Fatalf("setup: exit %d: %s", code, errOut)
+	}
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		want  int
+	}{
+		{"missing file without -c", "x\n", []string{"passwd", "--stdin", filepath.Join(dir, "none"), "alice"}, 1},
+		{"delete unknown user", "", []string{"passwd", "-D", file, "carol"}, 1},
+		{"empty password", "\n", []string{"passwd", "--stdin", file, "alice"}, 1},
+		{"nothing on stdin", "", []string{"passwd", "--stdin", file, "alice"}, 1},
+		{"user name with a colon", "x\n", []string{"passwd", "--stdin", file, "a:b"}, 1},
+		{"one argument", "", []string{"passwd", file}, 2},
+		{"-D with --stdin", "", []string{"passwd", "-D", "--stdin", file, "alice"}, 2},
+		{"stdin not a terminal", "x\n", []string{"passwd", file, "alice"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, code := ctl(t, tc.stdin, tc.args...)
+			if code != tc.want {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.want, errOut)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none")); err == nil {
+		t.Fatalf("a file was created without -c")
+	}
+	pw, err := auth.LoadPasswordFile(file)
+	if err != nil || !pw.Check("alice", []byte("x")) {
+		t.Fatalf("the failed runs changed the file (%v)", err)
+	}
+}
