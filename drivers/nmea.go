@@ -171,6 +171,11 @@ type gpsState struct {
 // Fix is the 0/2/3 summary: 0 no fix, 2 two-dimensional, 3 three-dimensional.
 // GSA says it directly; without GSA it is derived from GGA or RMC.
 func (g *gpsState) Fix() int {
+	// GGA and RMC come first in a set and GSA after them: a fix lost in this
+	// set shows in GGA or RMC while GSA still tells the previous one.
+	if g.HasQuality && g.Quality == 0 || !g.HasQuality && g.HasRMC && !g.RMCValid {
+		return 0
+	}
 	switch {
 	case g.HasMode:
 		if g.Mode >= 2 {

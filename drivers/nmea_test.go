@@ -507,3 +507,18 @@ func TestNMEAThroughRunnerReopens(t *testing.T) {
 	sub.expect(i, "gatewayd/gw1/gps/latitude", "-33.711030")
 	sub.expect(i, "gatewayd/gw1/gps/status", Online)
 }
+
+func TestNMEAFixLostBeforeGSA(t *testing.T) {
+	var st gpsState
+	nmeaApply(t, &st,
+		"GPGGA,1,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,",
+		"GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1",
+	)
+	if st.Fix() != 3 {
+		t.Fatalf("fix %d, want 3", st.Fix())
+	}
+	nmeaApply(t, &st, "GPGGA,2,,,,,0,00,99.99,,,,,,")
+	if st.Fix() != 0 || st.HasPos {
+		t.Errorf("after GGA quality 0 (GSA not yet sent): fix %d, position %v; want 0, none", st.Fix(), st.HasPos)
+	}
+}

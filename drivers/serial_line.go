@@ -71,10 +71,8 @@ func readLines(ctx context.Context, port io.ReadWriteCloser, fn func(line []byte
 	// Closing the port is what interrupts a blocked Read when ctx ends.
 	stop := context.AfterFunc(ctx, closePort)
 	defer func() {
-		if !stop() {
-			closePort() // waits for the AfterFunc's Close to finish
-		}
-		closePort()
+		stop()
+		closePort() // if the AfterFunc is closing the port, waits for it
 	}()
 
 	r := bufio.NewReaderSize(port, maxLineLen)
@@ -99,7 +97,7 @@ func readLines(ctx context.Context, port io.ReadWriteCloser, fn func(line []byte
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == io.EOF || len(line) == 0 && isClosedErr(err) {
+		if err == io.EOF {
 			return errPortClosed
 		}
 		return fmt.Errorf("%w: %w", errPortClosed, err)
@@ -111,10 +109,6 @@ func trimEOL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-func isClosedErr(err error) bool {
-	return errors.Is(err, io.ErrClosedPipe) || strings.Contains(err.Error(), "closed")
 }
 
 // serialLineSettings are the serial-line keys of a device's configuration.
@@ -303,6 +297,7 @@ type serialLine struct {
 	env      Env
 	parser   *lineParser
 	interval time.Duration
+	units    map[string]string // channel -> unit guessed from its name
 
 	badLines atomic.Uint64
 }
@@ -315,7 +310,11 @@ func openSerialLine(cfg DeviceConfig, env Env) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &serialLine{cfg: cfg, env: env, parser: p, interval: cfg.Interval}, nil
+	units := map[string]string{}
+	for _, n := range p.channels() {
+		units[n] = channelMeta(n).Unit
+	}
+	return &serialLine{cfg: cfg, env: env, parser: p, interval: cfg.Interval, units: units}, nil
 }
 
 func checkSerialLine(cfg *DeviceConfig) error {
@@ -357,8 +356,17 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 	if err != nil {
 		return err
 	}
-	var last time.Time
-	reported, sent := uint64(0), false
+	var (
+		last, lastBad time.Time
+		reported      uint64
+		sent          bool
+	)
+	reportBad := func(now time.Time) {
+		if n := d.badLines.Load(); n != reported || !sent {
+			emit(Reading{Channel: "bad_lines", Value: float64(n), Time: now})
+			reported, sent, lastBad = n, true, now
+		}
+	}
 	return readLines(ctx, port, func(line []byte, tooLong bool) {
 		now := time.Now()
 		var rds []Reading
@@ -369,6 +377,11 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 		if !ok {
 			d.badLines.Add(1)
 			d.env.Logger.Debug("line dropped", "line", clip(string(line)))
+			// A device sending nothing but garbage (wrong baud rate) shows
+			// it, without a message per line.
+			if now.Sub(lastBad) >= max(d.interval, time.Second) {
+				reportBad(now)
+			}
 			return
 		}
 		if d.interval > 0 && !last.IsZero() && now.Sub(last) < d.interval {
@@ -376,12 +389,10 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 		}
 		last = now
 		for _, rd := range rds {
+			rd.Unit = d.units[rd.Channel]
 			emit(rd)
 		}
-		if n := d.badLines.Load(); n != reported || !sent {
-			emit(Reading{Channel: "bad_lines", Value: float64(n), Time: now})
-			reported, sent = n, true
-		}
+		reportBad(now)
 	})
 }
 
