@@ -445,6 +445,10 @@ func (c *v5Client) sub1(t *testing.T, filter string, qos byte) {
 	}
 }
 
+func contextWithTimeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), waitTimeout)
+}
+
 func (c *v5Client) pub(t *testing.T, p *paho.Publish) *paho.PublishResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
