@@ -1,0 +1,606 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"gatewayd/broker"
+	"gatewayd/broker/client"
+	"gatewayd/broker/state"
+)
+
+var full = flag.Bool("bridge.full", false, "run the long outage variant (10,000 messages, 60 s outage)")
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	cloudUser = "gw"
+	cloudPass = "s3cret-pass"
+)
+
+// mosquitto is the cloud: a real mosquitto with password authentication, a
+// plain and a TLS listener, and persistence, run by the test.
+type mosquitto struct {
+	t       *testing.T
+	dir     string
+	port    int
+	tlsPort int
+	ca      string // PEM file of the CA that signed the server certificate
+	conf    string
+	mu      sync.Mutex
+	log     bytes.Buffer
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+func (m *mosquitto) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.log.Write(p)
+}
+
+func startMosquitto(t *testing.T) *mosquitto {
+	t.Helper()
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
+	}
+	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t), tlsPort: freePort(t)}
+	me := "root"
+	if u, err := user.Current(); err == nil {
+		me = u.Username
+	}
+	pw := filepath.Join(m.dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, cloudUser, cloudPass).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+	}
+	m.ca = filepath.Join(m.dir, "ca.pem")
+	cert, key := filepath.Join(m.dir, "server.pem"), filepath.Join(m.dir, "server.key")
+	writeCerts(t, m.ca, cert, key)
+	conf := fmt.Sprintf(`user %s
+per_listener_settings false
+allow_anonymous false
+password_file %s
+persistence true
+persistence_location %s/
+autosave_interval 0
+max_queued_messages 0
+max_inflight_messages 0
+log_type error
+log_type warning
+log_type notice
+listener %d 127.0.0.1
+listener %d 127.0.0.1
+cafile %s
+certfile %s
+keyfile %s
+`, me, pw, m.dir, m.port, m.tlsPort, m.ca, cert, key)
+	m.conf = filepath.Join(m.dir, "mosquitto.conf")
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	t.Cleanup(m.kill)
+	return m
+}
+
+func (m *mosquitto) Addr() string   { return "127.0.0.1:" + strconv.Itoa(m.port) }
+func (m *mosquitto) URL() string    { return "mqtt://" + m.Addr() }
+func (m *mosquitto) TLSURL() string { return "mqtts://127.0.0.1:" + strconv.Itoa(m.tlsPort) }
+
+func (m *mosquitto) start() {
+	m.t.Helper()
+	cmd := exec.Command("mosquitto", "-c", m.conf)
+	cmd.Stdout, cmd.Stderr = m, m
+	if err := cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	m.cmd, m.exited = cmd, exited
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.Dial("tcp", m.Addr())
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			m.t.Fatalf("mosquitto exited:\n%s", m.logText())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("mosquitto not listening:\n%s", m.logText())
+		}
+	}
+}
+
+func (m *mosquitto) logText() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.log.String()
+}
+
+// restart stops mosquitto as systemd would (SIGTERM: it saves its
+// persistence file) and starts it again on the same ports.
+func (m *mosquitto) restart() {
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(10 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.exited
+	}
+	m.start()
+}
+
+func (m *mosquitto) kill() {
+	m.cmd.Process.Kill()
+	<-m.exited
+	if m.t.Failed() {
+		m.t.Logf("mosquitto log:\n%s", m.logText())
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeCerts makes a CA and a server certificate for 127.0.0.1 and localhost.
+func writeCerts(t *testing.T, caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bridge test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	write := func(name, typ string, b []byte) {
+		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(caFile, "CERTIFICATE", caDER)
+	write(certFile, "CERTIFICATE", der)
+	write(keyFile, "EC PRIVATE KEY", keyDER)
+}
+
+// proxy relays TCP between the bridge and mosquitto, to cut the link or to
+// black-hole it (stop carrying bytes while keeping the connections open).
+type proxy struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+
+	mu       sync.Mutex
+	conns    []net.Conn
+	down     bool // refuse new connections (close them at once)
+	blackout bool // hold new and existing connections silent
+	accepted int
+	wg       sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) URL() string { return "mqtt://" + p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		cc, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.accepted++
+		if p.down {
+			p.mu.Unlock()
+			cc.Close()
+			continue
+		}
+		p.mu.Unlock()
+		sc, err := net.Dial("tcp", p.target)
+		if err != nil {
+			cc.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, cc, sc)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.relay(cc, sc)
+		go p.relay(sc, cc)
+	}
+}
+
+func (p *proxy) relay(from, to net.Conn) {
+	defer p.wg.Done()
+	defer from.Close()
+	defer to.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			hole := p.blackout
+			p.mu.Unlock()
+			if !hole {
+				if _, werr := to.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// cut closes every relayed connection (both sides) and, with down, refuses
+// new ones until restore.
+func (p *proxy) cut(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// blackHole swallows every byte in both directions without closing anything.
+func (p *proxy) blackHole() {
+	p.mu.Lock()
+	p.blackout = true
+	p.mu.Unlock()
+}
+
+// restore carries bytes again for new connections; black-holed ones are
+// closed (their peers have given up on them).
+func (p *proxy) restore() {
+	p.mu.Lock()
+	wasHole := p.blackout
+	p.down, p.blackout = false, false
+	if wasHole {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+	p.mu.Unlock()
+}
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.cut(true)
+	p.wg.Wait()
+}
+
+// gateway is the embedded broker with a durable store in dir.
+type gateway struct {
+	t   *testing.T
+	dir string
+	srv *broker.Server
+	st  *state.Durable
+}
+
+func startGateway(t *testing.T, dir string) *gateway {
+	t.Helper()
+	st, err := state.OpenDurable(dir, state.DurableOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := broker.DefaultConfig()
+	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}
+	cfg.SysInterval = 0
+	srv, err := broker.New(cfg, broker.Options{Store: st, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{t: t, dir: dir, srv: srv, st: st}
+	t.Cleanup(g.shutdown)
+	return g
+}
+
+func (g *gateway) URL() string { return "mqtt://" + g.srv.Addrs()[0].String() }
+
+func (g *gateway) shutdown() {
+	if g.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g.srv.Shutdown(ctx)
+	g.srv = nil
+}
+
+func quietLog() *slog.Logger {
+	if testing.Verbose() && os.Getenv("BRIDGE_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// connect makes a client and connects it; it is disconnected at the end.
+func connect(t *testing.T, o client.Options) *client.Client {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quietLog()
+	}
+	c, err := client.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(testCtx(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	return c
+}
+
+// recorder collects the messages a subscriber receives.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []*client.Message
+	more chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{more: make(chan struct{}, 1)} }
+
+func (r *recorder) handle(m *client.Message) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	select {
+	case r.more <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) snapshot() []*client.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*client.Message(nil), r.msgs...)
+}
+
+// waitFor waits until cond holds for what was received, or fails after d.
+func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func([]*client.Message) bool) []*client.Message {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		got := r.snapshot()
+		if cond(got) {
+			return got
+		}
+		select {
+		case <-r.more:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%s: not after %v (received %d)", what, d, len(got))
+		}
+	}
+}
+
+// cloudSubscriber is a client of mosquitto with a persistent session: what
+// the bridge delivered reaches it even across its own or mosquitto's
+// restarts. That is what "arrived upstream" means in these tests.
+func cloudSubscriber(t *testing.T, m *mosquitto, id string, filters ...string) *recorder {
+	t.Helper()
+	rec := newRecorder()
+	c := connect(t, client.Options{
+		URL: m.URL(), ClientID: id, Username: cloudUser, Password: cloudPass,
+		CleanStart: true, SessionExpiry: time.Hour, AutoReconnect: true,
+		Backoff:        client.Backoff{Base: 50 * time.Millisecond, Cap: 500 * time.Millisecond},
+		DefaultHandler: rec.handle,
+	})
+	var subs []client.Subscription
+	for _, f := range filters {
+		subs = append(subs, client.Subscription{Filter: f, QoS: 2})
+	}
+	if _, err := c.Subscribe(testCtx(t, 10*time.Second), rec.handle, subs...); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// localClient connects to the gateway's broker.
+func localClient(t *testing.T, g *gateway, id string) *client.Client {
+	return connect(t, client.Options{URL: g.URL(), ClientID: id, CleanStart: true})
+}
+
+// startBridge starts a bridge on g; it is stopped at the end of the test
+// (Stop twice is harmless).
+func startBridge(t *testing.T, g *gateway, cfg Config) *Bridge {
+	t.Helper()
+	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog(), SysInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.keepSendLog = true
+	if err := b.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopBridge(t, b) })
+	return b
+}
+
+func stopBridge(t *testing.T, b *Bridge) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := b.Stop(ctx); err != nil {
+		t.Errorf("bridge stop: %v", err)
+	}
+}
+
+// publishSeq publishes n messages "<prefix><i>" on topic at qos, pipelined,
+// and waits until the local broker acknowledged them all (stored).
+func publishSeq(t *testing.T, c *client.Client, topic string, qos byte, from, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := from; i < from+n; i++ {
+		wg.Add(1)
+		c.PublishAsync(&client.Message{Topic: topic, Payload: []byte(strconv.Itoa(i)), QoS: qos}, func(err error) {
+			if err != nil {
+				errs <- err
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("local publish: %v", err)
+	}
+}
+
+// checkSequence checks that msgs carry 0..n-1 in order, each at least once,
+// where a repeat is only a redelivery of something already seen (QoS 1).
+func checkSequence(t *testing.T, msgs []*client.Message, n int) (dups int) {
+	t.Helper()
+	next := 0
+	for _, m := range msgs {
+		v, err := strconv.Atoi(string(m.Payload))
+		if err != nil {
+			t.Fatalf("payload %q", m.Payload)
+		}
+		switch {
+		case v == next:
+			next++
+		case v < next:
+			dups++
+		default:
+			t.Fatalf("out of order or lost: got %d, want %d (after %d messages)", v, next, len(msgs))
+		}
+	}
+	if next != n {
+		t.Fatalf("arrived %d of %d", next, n)
+	}
+	return dups
+}
+
+func count(n int) func([]*client.Message) bool {
+	return func(ms []*client.Message) bool { return len(ms) >= n }
+}
+
+// arrived reports whether the payloads include every value below n.
+func arrived(n int) func([]*client.Message) bool {
+	return func(ms []*client.Message) bool {
+		next := 0
+		for _, m := range ms {
+			if v, err := strconv.Atoi(string(m.Payload)); err == nil && v == next {
+				next++
+			}
+		}
+		return next >= n
+	}
+}
+
+// waitState waits for the bridge's cloud state.
+func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for b.Stats().State != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge state %s, want %s", b.Stats().State, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitQueued waits until the bridge's local queue holds n messages.
+func waitQueued(t *testing.T, b *Bridge, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for b.Stats().QueuedMessages != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %d, want %d", b.Stats().QueuedMessages, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// basicConfig bridges sensors/# out to gw1/... on the cloud via url.
+func basicConfig(url string) Config {
+	return Config{
+		Name: "cloud", URL: url, Username: cloudUser, Password: cloudPass,
+		KeepAlive: 2 * time.Second,
+		Backoff:   Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond},
+		Topics:    []Rule{{Pattern: "#", Direction: DirOut, QoS: 1, LocalPrefix: "sensors/", RemotePrefix: "gw1/sensors/"}},
+	}
+}
