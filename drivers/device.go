@@ -50,14 +50,19 @@ func (d *deviceRun) run(ctx context.Context) {
 	// still says offline.
 	connected := make(chan error, 1)
 	go func() { connected <- cl.Connect(ctx) }()
-	dev := d.open(ctx)
+	dev := d.open(ctx, true)
 	if dev == nil {
 		if <-connected == nil {
 			d.shutdown(cl)
 		}
 		return
 	}
-	defer dev.Close()
+	cur := dev // the sensor loop may reopen it
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
 	out, isOut := dev.(Output)
 	if isOut {
 		d.mu.Lock()
@@ -81,8 +86,25 @@ func (d *deviceRun) run(ctx context.Context) {
 	if src, ok := dev.(Source); ok {
 		wg.Go(func() { d.runSource(ctx, src) })
 	}
+	_, isSource := dev.(Source)
 	if s, ok := dev.(Sensor); ok {
-		wg.Go(func() { d.runSensor(ctx, s) })
+		wg.Go(func() {
+			// A sensor alone on its device is opened again after
+			// reopenAfter failed reads in a row: a sensor that lost power
+			// comes back unconfigured (an SCD4x out of periodic mode).
+			reopen := !isOut && !isSource
+			for d.runSensor(ctx, s, reopen) {
+				d.log.Info("reopening after repeated read failures")
+				cur.Close()
+				cur = d.open(ctx, false)
+				if cur == nil {
+					return
+				}
+				if s, ok = cur.(Sensor); !ok {
+					return
+				}
+			}
+		})
 	}
 	wg.Wait()
 	<-ctx.Done()
@@ -90,13 +112,16 @@ func (d *deviceRun) run(ctx context.Context) {
 }
 
 // open opens the hardware, retrying with backoff until it succeeds or ctx
-// ends (nil).
-func (d *deviceRun) open(ctx context.Context) Device {
+// ends (nil). The first time, success marks the device online; a sensor
+// opened again stays offline until it reads.
+func (d *deviceRun) open(ctx context.Context, first bool) Device {
 	for n := 0; ; n++ {
 		dev, err := Open(d.cfg, Env{Hardware: d.r.hw, Logger: d.log})
 		if err == nil {
 			d.setInfos(dev.Channels())
-			d.succeed(false)
+			if first {
+				d.succeed(false)
+			}
 			if d.r.disc != nil && !d.cfg.HomeAssistant.Disabled {
 				d.r.disc.announce(d)
 			}
@@ -158,18 +183,27 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func (d *deviceRun) runSensor(ctx context.Context, s Sensor) {
+// reopenAfter is how many reads in a row must fail before a sensor is
+// opened again.
+const reopenAfter = 3
+
+// runSensor reads s every interval until ctx ends (false), or, when
+// reopen, until reopenAfter reads in a row failed (true: open it again).
+func (d *deviceRun) runSensor(ctx context.Context, s Sensor, reopen bool) bool {
 	fails := 0
 	for {
 		rds, err := s.Read(ctx)
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		wait := d.interval()
 		if err != nil {
 			d.fail("read", err)
 			wait = backoff(d.interval(), fails)
 			fails++
+			if reopen && fails >= reopenAfter {
+				return sleep(ctx, wait)
+			}
 		} else {
 			fails = 0
 			d.succeed(len(rds) > 0)
@@ -178,7 +212,7 @@ func (d *deviceRun) runSensor(ctx context.Context, s Sensor) {
 			}
 		}
 		if !sleep(ctx, wait) {
-			return
+			return false
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -229,4 +230,48 @@ func TestBackoffDoublesToACap(t *testing.T) {
 		t.Errorf("an interval above the cap is its own cap: got %v", got)
 	}
 	_ = strconv.Itoa
+}
+
+// closeCounter is a testSensor that counts how often it was closed.
+type closeCounter struct {
+	*testSensor
+	closed chan struct{}
+}
+
+func (c *closeCounter) Close() error { c.closed <- struct{}{}; return nil }
+
+func TestRunnerReopensASensorAfterRepeatedFailures(t *testing.T) {
+	noLeaks(t)
+	b := startBroker(t)
+	var opens int
+	s := &testSensor{
+		infos: []ChannelInfo{{Channel: "co2", Precision: 0}},
+		read: func(n int) ([]Reading, error) {
+			if n >= 2 && n <= 4 { // the sensor lost power after its first read
+				return nil, errors.New("data not ready")
+			}
+			return []Reading{{Channel: "co2", Value: float64(400 + n)}}, nil
+		},
+	}
+	cc := &closeCounter{testSensor: s, closed: make(chan struct{}, 8)}
+	var mu sync.Mutex
+	Register("test-reopen", func(cfg DeviceConfig, env Env) (Device, error) {
+		mu.Lock()
+		opens++
+		mu.Unlock()
+		return cc, nil
+	})
+	sub := subscribe(t, b, "gatewayd/gw1/co2/#")
+	_, stop := startRunner(t, b, oneDevice(DeviceConfig{Name: "co2", Driver: "test-reopen", Interval: 100 * time.Millisecond}), nil)
+	i := sub.expect(0, "gatewayd/gw1/co2/co2", "401")
+	i = sub.expect(i, "gatewayd/gw1/co2/status", "offline")
+	<-cc.closed // closed after three failed reads, then opened again
+	i = sub.expect(i, "gatewayd/gw1/co2/status", "online")
+	sub.expect(i, "gatewayd/gw1/co2/co2", "405")
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if opens != 2 {
+		t.Errorf("opened %d times, want 2", opens)
+	}
 }
