@@ -1,0 +1,142 @@
+package bridge
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"gatewayd/broker/client"
+)
+
+// outageSize is N messages published during an outage of about d.
+func outageSize() (n int, d time.Duration) {
+	if *full {
+		return 10000, 60 * time.Second
+	}
+	return 2000, 3 * time.Second
+}
+
+// Messages published locally while the uplink is down all arrive upstream,
+// in order, none lost (repeats only as QoS 1 redeliveries), whatever the
+// outage: a cut link, a black-holed link (only the keepalive can tell), a
+// restart of the cloud broker, a restart of the gateway's broker with the
+// messages in its durable store.
+func TestOutageNothingLost(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, e *outageEnv)
+	}{
+		{"link cut", func(t *testing.T, e *outageEnv) {
+			e.p.cut(true)
+			waitState(t, e.b, "disconnected", 10*time.Second)
+			e.publishDuringOutage(t)
+			e.p.restore()
+		}},
+		{"link black-holed", func(t *testing.T, e *outageEnv) {
+			e.p.blackHole()
+			e.publishDuringOutage(t)
+			// Nothing closed the connection: the keepalive must find out.
+			waitState(t, e.b, "disconnected", 30*time.Second)
+			if e.b.Stats().Sent != e.sentBefore {
+				t.Errorf("sent %d during a black hole", e.b.Stats().Sent-e.sentBefore)
+			}
+			e.p.restore()
+		}},
+		{"cloud broker restarted", func(t *testing.T, e *outageEnv) {
+			e.p.cut(true)
+			e.publishDuringOutage(t)
+			e.p.restore()
+			// Restart mosquitto in the middle of the drain.
+			e.up.waitFor(t, 60*time.Second, "a quarter drained", arrived(e.n/4))
+			e.m.restart()
+		}},
+		{"gateway broker restarted", func(t *testing.T, e *outageEnv) {
+			e.p.cut(true)
+			e.publishDuringOutage(t)
+			queued := e.b.Stats().QueuedMessages
+			if queued != e.n {
+				t.Errorf("queued %d before the restart, want %d", queued, e.n)
+			}
+			stopBridge(t, e.b)
+			e.g.shutdown()
+			e.g = startGateway(t, e.dir)
+			e.b = startBridge(t, e.g, e.cfg)
+			if q := e.b.Stats().QueuedMessages; q != queued {
+				t.Errorf("queued %d after the restart, want %d", q, queued)
+			}
+			e.p.restore()
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newOutageEnv(t)
+			c.run(t, e)
+			got := e.up.waitFor(t, 120*time.Second, "all arrived upstream", arrived(e.n))
+			dups := checkSequence(t, got, e.n)
+			waitQueued(t, e.b, 0, 10*time.Second)
+			st := e.b.Stats()
+			t.Logf("%d messages, %d repeated, stats %+v", e.n, dups, st)
+			for k, v := range st.Dropped {
+				if v != 0 {
+					t.Errorf("dropped %s: %d", k, v)
+				}
+			}
+		})
+	}
+}
+
+type outageEnv struct {
+	m          *mosquitto
+	p          *proxy
+	dir        string
+	g          *gateway
+	b          *Bridge
+	cfg        Config
+	up         *recorder
+	pub        *client.Client
+	n          int
+	outage     time.Duration
+	sentBefore uint64
+}
+
+func newOutageEnv(t *testing.T) *outageEnv {
+	e := &outageEnv{m: startMosquitto(t), dir: t.TempDir()}
+	e.n, e.outage = outageSize()
+	e.p = newProxy(t, e.m.Addr())
+	e.g = startGateway(t, e.dir)
+	e.up = cloudSubscriber(t, e.m, "upstream", "gw1/sensors/seq", "gw1/sensors/q0")
+	e.cfg = basicConfig(e.p.URL())
+	e.b = startBridge(t, e.g, e.cfg)
+	waitState(t, e.b, "connected", 10*time.Second)
+	e.pub = localClient(t, e.g, "sensor")
+	return e
+}
+
+// publishDuringOutage publishes N sequenced messages spread over the outage.
+func (e *outageEnv) publishDuringOutage(t *testing.T) {
+	e.sentBefore = e.b.Stats().Sent
+	const batches = 10
+	per := e.n / batches
+	for i := 0; i < batches; i++ {
+		publishSeq(t, e.pub, "sensors/seq", 1, i*per, per)
+		time.Sleep(e.outage / batches)
+	}
+}
+
+// QoS 0 readings matching a bridge rule are queued durably too: they arrive
+// after an outage (the bridge's session upgrades them to QoS 1).
+func TestOutageQoS0ReadingsQueued(t *testing.T) {
+	e := newOutageEnv(t)
+	e.p.cut(true)
+	waitState(t, e.b, "disconnected", 10*time.Second)
+	const n = 200
+	for i := range n {
+		if err := e.pub.Publish(testCtx(t, 5*time.Second), &client.Message{Topic: "sensors/q0", Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitQueued(t, e.b, n, 10*time.Second)
+	e.p.restore()
+	got := e.up.waitFor(t, 30*time.Second, "QoS 0 readings upstream", arrived(n))
+	checkSequence(t, got, n)
+}
