@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -255,7 +256,7 @@ func TestRunnerReopensASensorAfterRepeatedFailures(t *testing.T) {
 	}
 	cc := &closeCounter{testSensor: s, closed: make(chan struct{}, 8)}
 	var mu sync.Mutex
-	Register("test-reopen", func(cfg DeviceConfig, env Env) (Device, error) {
+	reopenFactory.Store(func() (Device, error) {
 		mu.Lock()
 		opens++
 		mu.Unlock()
@@ -274,4 +275,13 @@ func TestRunnerReopensASensorAfterRepeatedFailures(t *testing.T) {
 	if opens != 2 {
 		t.Errorf("opened %d times, want 2", opens)
 	}
+}
+
+// reopenFactory is what the driver "test-reopen" opens.
+var reopenFactory atomic.Value // func() (Device, error)
+
+func init() {
+	Register("test-reopen", func(DeviceConfig, Env) (Device, error) {
+		return reopenFactory.Load().(func() (Device, error))()
+	})
 }
