@@ -61,8 +61,10 @@ func NewRunner(cfg Config, gatewayID string, hw Hardware, dial func(context.Cont
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if gatewayID == "" {
-		return nil, errors.New("drivers: empty gateway id")
+	if !nameRE.MatchString(gatewayID) {
+		// It is a topic level, part of client ids and Home Assistant's
+		// node_id, which allows [a-zA-Z0-9_-] only.
+		return nil, fmt.Errorf("drivers: gateway id %q: want 1-64 letters, digits, '_' or '-'", gatewayID)
 	}
 	if dial == nil && cfg.BrokerURL == "" {
 		return nil, errors.New("drivers: no broker: broker_url is empty and no in-process dialer was given")

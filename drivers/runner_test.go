@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +285,28 @@ func init() {
 	Register("test-reopen", func(DeviceConfig, Env) (Device, error) {
 		return reopenFactory.Load().(func() (Device, error))()
 	})
+}
+
+func TestNewRunnerRefusesWhatCannotWork(t *testing.T) {
+	b := &testBroker{}
+	for _, c := range []struct {
+		cfg  Config
+		gw   string
+		dial bool
+		want string
+	}{
+		{DefaultConfig(), "gw/1", true, "gateway id"},
+		{DefaultConfig(), "", true, "gateway id"},
+		{DefaultConfig(), "gw1", false, "no broker"},
+		{oneDevice(DeviceConfig{Name: "x", Driver: "nope"}), "gw1", true, "unknown driver"},
+	} {
+		var dial = b.dial
+		if !c.dial {
+			dial = nil
+		}
+		_, err := NewRunner(c.cfg, c.gw, &fakeHardware{}, dial, BoardInfo{}, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewRunner(gw %q): %v, want %q", c.gw, err, c.want)
+		}
+	}
 }
