@@ -2,7 +2,6 @@ package drivers
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"time"
 
@@ -150,5 +149,3 @@ func (g *gpioIn) Run(ctx context.Context, emit func(Reading)) error {
 }
 
 func (g *gpioIn) Close() error { return g.pin.Halt() }
-
-func itoa(n int) string { return strconv.Itoa(n) }

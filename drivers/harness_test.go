@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -328,5 +327,3 @@ func init() {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func contains(list []string, s string) bool { return slices.Contains(list, s) }
