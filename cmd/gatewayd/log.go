@@ -23,13 +23,15 @@ func parseLevel(s string) (slog.Level, bool) {
 	return 0, false
 }
 
-// newLogger returns the logger for c writing to w. When w is the journal's
+// newLogger returns the logger for c writing to w, at the level held by level
+// (set from c.Level here; a reload may change it later). When w is the journal's
 // stream (systemd sets JOURNAL_STREAM to the device and inode of the stream it
 // connected), records carry no time (the journal adds its own) and start with
 // a syslog priority prefix (<3> error, <4> warn, <6> info, <7> debug), which
 // journald strips and keeps as the entry's level.
-func newLogger(c LogConfig, w *os.File) *slog.Logger {
-	level, _ := parseLevel(c.Level)
+func newLogger(c LogConfig, level *slog.LevelVar, w *os.File) *slog.Logger {
+	l, _ := parseLevel(c.Level)
+	level.Set(l)
 	journal := isJournal(os.Getenv("JOURNAL_STREAM"), w)
 	opts := &slog.HandlerOptions{Level: level}
 	if journal {

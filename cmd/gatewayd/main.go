@@ -1,5 +1,7 @@
 // Command gatewayd is the gateway daemon: it runs the local MQTT broker with
 // the configuration given by --config, or the built-in one (default.yaml).
+// SIGHUP re-reads the configuration and applies what can change while running
+// (password file, ACL file, TLS files, log level); SIGINT and SIGTERM stop it.
 //
 // Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
 // broker cannot start or stop, 2 for a bad command line or configuration.
@@ -12,9 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -108,7 +112,8 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		return exitConfig
 	}
 
-	log := newLogger(cfg.Log, stderr)
+	var level slog.LevelVar
+	log := newLogger(cfg.Log, &level, stderr)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		printErr(stderr, file.Locate(config.Errorf("data_dir", "cannot create %s: %v", cfg.DataDir, err)))
@@ -119,6 +124,9 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	// signal sent as soon as the start-up line appears shuts down cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	storeDir := filepath.Join(cfg.DataDir, "store")
 	opts := cfg.Store.Options()
@@ -151,7 +159,14 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	}
 	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
 
-	<-ctx.Done()
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-hup:
+			reload(log, &level, srv, *configPath, *logLevel, *logFormat, cfg)
+		}
+	}
 	stop() // a second signal ends the process at once
 	log.Info("shutting down", "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -162,6 +177,73 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	}
 	log.Info("stopped")
 	return exitOK
+}
+
+// reload re-reads the configuration (on SIGHUP) and applies what can change
+// while running: the broker's password file, ACL file and TLS files, and the
+// log level. A configuration with errors changes nothing.
+func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, logLevel, logFormat string, running Config) {
+	var file *config.File
+	var err error
+	if path != "" {
+		file, err = config.ReadFile(path)
+	} else {
+		file, err = config.Parse(defaultName, defaultYAML)
+	}
+	cfg := DefaultConfig()
+	if err == nil {
+		err = file.Decode(&cfg)
+	}
+	if err == nil {
+		err = applyLogFlags(&cfg.Log, logLevel, logFormat)
+	}
+	if err == nil {
+		err = srv.Reload(cfg.Broker)
+	}
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error("configuration not reloaded", "problem", line)
+		}
+		return
+	}
+	l, _ := parseLevel(cfg.Log.Level)
+	level.Set(l)
+	if keys := restartOnly(running, cfg); len(keys) > 0 {
+		log.Warn("changes that take effect at the next restart", "keys", strings.Join(keys, ", "))
+	}
+	log.Info("configuration reloaded", "config", file.Name)
+}
+
+// restartOnly names the sections of next that differ from running in what
+// reload cannot apply.
+func restartOnly(running, next Config) []string {
+	var keys []string
+	if running.GatewayID != next.GatewayID {
+		keys = append(keys, "gateway_id")
+	}
+	if running.DataDir != next.DataDir {
+		keys = append(keys, "data_dir")
+	}
+	if running.Store != next.Store {
+		keys = append(keys, "store")
+	}
+	if running.Log.Format != next.Log.Format {
+		keys = append(keys, "log.format")
+	}
+	if !reflect.DeepEqual(withoutReloadable(running.Broker), withoutReloadable(next.Broker)) {
+		keys = append(keys, "broker")
+	}
+	return keys
+}
+
+// withoutReloadable is c without what broker.Server.Reload applies.
+func withoutReloadable(c broker.Config) broker.Config {
+	c.PasswordFile, c.ACLFile = "", ""
+	c.Listeners = append([]broker.ListenerConfig(nil), c.Listeners...)
+	for i := range c.Listeners {
+		c.Listeners[i].TLS = nil
+	}
+	return c
 }
 
 // applyLogFlags puts the --log-level and --log-format values, when given, in

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/broker/auth"
 	"gatewayd/config"
 )
 
@@ -702,5 +703,85 @@ func TestSecondGatewaydOnTheSameDataDirIsRefused(t *testing.T) {
 	first.signal(syscall.SIGTERM)
 	if code := first.exitCode(); code != 0 {
 		t.Errorf("first gatewayd: exit %d", code)
+	}
+}
+
+// waitStderr waits until the process's stderr contains s.
+func (p *proc) waitStderr(s string) {
+	p.t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for !strings.Contains(p.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("stderr never contained %q:\n%s", s, p.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// mqttLogin sends a 3.1.1 CONNECT with a user name and password and returns
+// the CONNACK return code.
+func mqttLogin(t *testing.T, addr, user, password string) byte {
+	t.Helper()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	body := append(str("MQTT"), 4, 0xC2, 0, 60) // level 4; user name, password, clean session
+	body = append(body, str("login")...)
+	body = append(body, str(user)...)
+	body = append(body, str(password)...)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(hangGuard))
+	if _, err := c.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	typ, ack := readPacket(t, bufio.NewReader(c))
+	if typ != 0x20 || len(ack) != 2 {
+		t.Fatalf("got %#x % x, want a CONNACK", typ, ack)
+	}
+	return ack[1]
+}
+
+func TestSIGHUPReloadsThePasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	passwd := filepath.Join(dir, "passwd")
+	if err := auth.SetPassword(passwd, "alice", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cfg := brokerConfig(dir, addr) + "  password_file: " + passwd + "\n"
+	path := writeConfig(t, dir, cfg)
+	p := start(t, dir, nil, nil, "--config", path)
+	p.waitListening()
+
+	if code := mqttLogin(t, addr, "alice", "second"); code != 4 {
+		t.Fatalf("CONNACK %d with a wrong password, want 4", code)
+	}
+	if err := auth.SetPassword(passwd, "alice", []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(`msg="configuration reloaded"`)
+	if code := mqttLogin(t, addr, "alice", "second"); code != 0 {
+		t.Errorf("CONNACK %d with the new password after SIGHUP, want 0", code)
+	}
+
+	// A configuration with a mistake is not applied, and gatewayd runs on.
+	writeConfig(t, dir, cfg+"  colour: red\n")
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(`msg="configuration not reloaded" problem="` + path + `:9: broker.colour: unknown key"`)
+	if code := mqttLogin(t, addr, "alice", "second"); code != 0 {
+		t.Errorf("CONNACK %d after a failed reload, want 0", code)
+	}
+
+	// A change that needs a restart says so.
+	writeConfig(t, dir, strings.Replace(cfg, "sys_interval: 1s", "sys_interval: 2s", 1))
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(`msg="changes that take effect at the next restart" keys=broker`)
+
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
 	}
 }
