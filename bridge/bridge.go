@@ -92,6 +92,7 @@ type Bridge struct {
 	sendLogMu   sync.Mutex
 	sendLog     []time.Time // kept when keepSendLog is set (tests)
 	keepSendLog bool
+	renewEvery  time.Duration // tests: replace the SAS token this often
 
 	sent, received, tooLarge, remoteRefused, localRefused, noRule atomic.Uint64
 	retainCleared, loops                                          atomic.Uint64
@@ -335,6 +336,9 @@ func (b *Bridge) remoteOptions() (client.Options, time.Duration) {
 		o.Username = b.azure.Username()
 		o.Password = b.azure.SASToken(time.Now().Add(ttl))
 		renew = ttl * 8 / 10
+		if b.renewEvery > 0 {
+			renew = b.renewEvery
+		}
 	}
 	return o, renew
 }

@@ -64,7 +64,11 @@ func (m *mosquitto) Write(p []byte) (int, error) {
 	return m.log.Write(p)
 }
 
-func startMosquitto(t *testing.T) *mosquitto {
+func startMosquitto(t *testing.T) *mosquitto { return startMosquittoAuth(t, true) }
+
+// startMosquittoAuth starts mosquitto with password authentication, or
+// without (anonymous clients, any user name and password accepted).
+func startMosquittoAuth(t *testing.T, passwords bool) *mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
@@ -81,10 +85,13 @@ func startMosquitto(t *testing.T) *mosquitto {
 	m.ca = filepath.Join(m.dir, "ca.pem")
 	cert, key := filepath.Join(m.dir, "server.pem"), filepath.Join(m.dir, "server.key")
 	writeCerts(t, m.ca, cert, key)
+	auth := "allow_anonymous false\npassword_file " + pw
+	if !passwords {
+		auth = "allow_anonymous true"
+	}
 	conf := fmt.Sprintf(`user %s
 per_listener_settings false
-allow_anonymous false
-password_file %s
+%s
 persistence true
 persistence_location %s/
 autosave_interval 0
@@ -98,7 +105,7 @@ listener %d 127.0.0.1
 cafile %s
 certfile %s
 keyfile %s
-`, me, pw, m.dir, m.port, m.tlsPort, m.ca, cert, key)
+`, me, auth, m.dir, m.port, m.tlsPort, m.ca, cert, key)
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
