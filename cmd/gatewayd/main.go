@@ -140,7 +140,7 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		log.Error("store was damaged: moved aside, starting with no stored sessions or messages", "dir", storeDir, "why", why)
 	}
 
-	srv, err := broker.New(cfg.Broker, broker.Options{Store: store, Logger: log, Version: version})
+	srv, err := broker.New(cfg.Broker, broker.Options{Store: store, Logger: log, Version: versionString()})
 	if err != nil {
 		store.Close()
 		printErr(stderr, err)
@@ -291,10 +291,14 @@ func listenHint(file *config.File, c broker.Config, err error, builtin bool) str
 	if builtin {
 		return fmt.Sprintf("the built-in configuration listens on %s: stop what uses that address, or run gatewayd --config FILE with another %s", addr, key)
 	}
-	if line := file.Line(key); line > 0 {
-		return fmt.Sprintf("%s:%d: change %s (%s) to a free address", file.Name, line, key, addr)
+	want := "a free address"
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		want = "an address of this host that gatewayd may use"
 	}
-	return fmt.Sprintf("%s: set %s to a free address", file.Name, key)
+	if line := file.Line(key); line > 0 {
+		return fmt.Sprintf("%s:%d: change %s (%s) to %s", file.Name, line, key, addr, want)
+	}
+	return fmt.Sprintf("%s: set %s to %s", file.Name, key, want)
 }
 
 // printErr prints err to w, "gatewayd: " before each line.

@@ -785,3 +785,16 @@ func TestSIGHUPReloadsThePasswordFile(t *testing.T) {
 		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
 	}
 }
+
+func TestAddressNotOnThisHostNamesTheKeyToChange(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, brokerConfig(dir, "192.0.2.1:1883")) // TEST-NET-1: no host has it
+	p := start(t, dir, nil, nil, "--config", path)
+	if code := p.exitCode(); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, p.stderr.String())
+	}
+	want := path + ":7: change broker.listeners[0].address (192.0.2.1:1883) to an address of this host that gatewayd may use"
+	if !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("stderr does not contain %q:\n%s", want, p.stderr.String())
+	}
+}
