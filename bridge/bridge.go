@@ -515,6 +515,10 @@ func (b *Bridge) onLocal(m *client.Message) {
 			return
 		case b.ctx.Err() != nil:
 			return // the local connection is already cut: not acknowledged
+		case errors.As(err, &re) && re.Reason == packet.PacketTooLarge:
+			b.tooLarge.Add(1)
+			b.log.Warn("bridge: message over the cloud's maximum packet size, not sent", "topic", out.Topic, "bytes", len(out.Payload))
+			return
 		case errors.As(err, &re):
 			b.remoteRefused.Add(1)
 			b.log.Warn("bridge: cloud refused a message", "topic", out.Topic, "err", err)
