@@ -208,13 +208,14 @@ func output(dir string, name string, args ...string) string {
 // setupBrokers builds what must be built and returns the brokers in the
 // order asked for. Unknown names are an error; a broker that cannot be built
 // is returned with unavailable set.
-func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir string, gwArgs string) ([]*broker, error) {
+func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir, gwArgs, gwRev string) ([]*broker, string, error) {
 	var out []*broker
+	var gwSrc string
 	for _, n := range names {
 		b := &broker{name: n}
 		switch n {
 		case "gatewayd":
-			setupGatewayd(ctx, b, repo, binDir, gwArgs)
+			gwSrc = setupGatewayd(ctx, b, repo, binDir, gwArgs, gwRev)
 		case "mosquitto":
 			setupMosquitto(b)
 		case "mochi":
@@ -245,11 +246,11 @@ func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir st
 				return []string{bin, "-addr", addr}, nil
 			}
 		default:
-			return nil, fmt.Errorf("unknown broker %q (want gatewayd, mosquitto, mochi, forwarder)", n)
+			return nil, "", fmt.Errorf("unknown broker %q (want gatewayd, mosquitto, mochi, forwarder)", n)
 		}
 		out = append(out, b)
 	}
-	return out, nil
+	return out, gwSrc, nil
 }
 
 func moduleVersion(bin, module string) string {
@@ -302,36 +303,34 @@ func setupMosquitto(b *broker) {
 	}
 }
 
-func setupGatewayd(ctx context.Context, b *broker, repo, binDir, gwArgs string) {
-	if _, err := os.Stat(filepath.Join(repo, "cmd", "gatewayd")); err != nil {
+func setupGatewayd(ctx context.Context, b *broker, repo, binDir, gwArgs, rev string) (src string) {
+	src = filepath.Join(binDir, "gatewayd-src")
+	desc, err := snapshot(ctx, repo, rev, src)
+	if err != nil {
+		b.unavailable = "cannot copy the sources: " + err.Error()
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(src, "cmd", "gatewayd")); err != nil {
 		b.unavailable = "cmd/gatewayd does not exist yet"
-		return
+		return ""
 	}
 	bin := filepath.Join(binDir, "gatewayd")
-	if err := goBuild(ctx, repo, "./cmd/gatewayd", bin); err != nil {
+	if err := goBuild(ctx, src, "./cmd/gatewayd", bin); err != nil {
 		b.unavailable = "build failed: " + err.Error()
-		return
+		return ""
 	}
-	rev := output(repo, "git", "rev-parse", "--short", "HEAD")
-	if output(repo, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!scripts/bench", ":!docs") != "" {
-		rev += " + uncommitted changes"
+	keys := limitKeys(src)
+	b.version = "gatewayd, " + desc
+	if len(keys) > 0 {
+		b.version += "; limits lifted to 0 (none): " + strings.Join(keys, ", ")
 	}
-	b.version = "gatewayd " + rev
 	b.command = func(dir, addr string, w *workload) ([]string, error) {
 		data := filepath.Join(dir, "data")
 		if err := os.MkdirAll(data, 0o755); err != nil {
 			return nil, err
 		}
 		conf := filepath.Join(dir, "gatewayd.yaml")
-		text := fmt.Sprintf(`gateway_id: bench
-data_dir: %s
-broker:
-  listeners:
-    - address: %s
-  max_queued_messages: 1000000
-  max_queued_bytes: 1073741824
-`, data, addr)
-		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(gatewaydConfig(data, addr, keys)), 0o644); err != nil {
 			return nil, err
 		}
 		argv := []string{bin}
@@ -340,17 +339,21 @@ broker:
 		}
 		return argv, nil
 	}
+	return src
 }
 
 // armBinarySize builds the stripped linux/arm GOARM=6 gatewayd binary and
 // returns its size.
-func armBinarySize(ctx context.Context, repo, binDir string) (int64, error) {
-	if _, err := os.Stat(filepath.Join(repo, "cmd", "gatewayd")); err != nil {
+func armBinarySize(ctx context.Context, src, binDir string) (int64, error) {
+	if src == "" {
+		return 0, errors.New("gatewayd not built")
+	}
+	if _, err := os.Stat(filepath.Join(src, "cmd", "gatewayd")); err != nil {
 		return 0, errors.New("cmd/gatewayd does not exist yet")
 	}
 	out := filepath.Join(binDir, "gatewayd-armv6")
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/gatewayd")
-	cmd.Dir = repo
+	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=6")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build: %v: %s", err, oneLine(strings.TrimSpace(string(b))))

@@ -43,6 +43,7 @@ func run() int {
 		gwArgs   = flag.String("gatewayd-args", "-config {config}", "gatewayd's arguments; {config} is the generated config file")
 		timeout  = flag.Duration("timeout", 40*time.Minute, "hard limit on the whole run")
 		listWl   = flag.Bool("list", false, "list the workloads and exit")
+		gwRev    = flag.String("gatewayd-rev", "", "measure gatewayd as committed at this revision (e.g. HEAD) instead of the working tree")
 		niceness = flag.Int("nice", 0, "scheduling niceness for the harness and the brokers it starts (negative needs root): on a machine busy with other work, favours the measurement")
 	)
 	flag.Parse()
@@ -133,7 +134,7 @@ func run() int {
 	}
 
 	logf("building brokers")
-	bs, err := setupBrokers(ctx, names, root, benchDir, binDir, *gwArgs)
+	bs, gwSrc, err := setupBrokers(ctx, names, root, benchDir, binDir, *gwArgs, *gwRev)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
@@ -157,7 +158,7 @@ func run() int {
 	}
 
 	if hasBroker(bs, "gatewayd") {
-		if size, err := armBinarySize(ctx, root, binDir); err != nil {
+		if size, err := armBinarySize(ctx, gwSrc, binDir); err != nil {
 			rp.armErr = err.Error()
 		} else {
 			rp.armSize = size

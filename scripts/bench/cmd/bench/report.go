@@ -16,6 +16,8 @@ type cell struct {
 	rounds []*result
 }
 
+// na says why the cell has no figures: not available, not applicable, or
+// failed in every round; "" when it has figures.
 func (c *cell) na() string {
 	for _, r := range c.rounds {
 		if r.na != "" {
@@ -25,13 +27,19 @@ func (c *cell) na() string {
 	if len(c.rounds) == 0 {
 		return "not run"
 	}
+	if len(c.ok()) == 0 {
+		return "failed: " + oneLine(c.rounds[0].errs[0])
+	}
 	return ""
 }
+
+// failed is true when the broker ran but no round measured anything.
+func (c *cell) failed() bool { return strings.HasPrefix(c.na(), "failed: ") }
 
 func (c *cell) ok() []*result {
 	var out []*result
 	for _, r := range c.rounds {
-		if r.na == "" {
+		if r.na == "" && !r.aborted {
 			out = append(out, r)
 		}
 	}
@@ -331,17 +339,30 @@ type target struct {
 }
 
 func (rp *report) targets() []target {
+	// missed is set when gatewayd ran a workload and failed it outright.
+	var missed bool
 	gwAvail := func(names ...string) (string, bool) {
+		missed = false
 		for _, n := range names {
 			c := rp.cell(n, "gatewayd")
 			if c == nil {
 				return "workload " + n + " not run", false
+			}
+			if c.failed() {
+				missed = true
+				return "gatewayd " + n + " " + c.na(), false
 			}
 			if na := c.na(); na != "" {
 				return "gatewayd " + na, false
 			}
 		}
 		return "", true
+	}
+	notMeasured := func() string {
+		if missed {
+			return "missed"
+		}
+		return "not measured"
 	}
 	verdict := func(ok bool) string {
 		if ok {
@@ -355,7 +376,7 @@ func (rp *report) targets() []target {
 	{
 		t := target{text: "CPU per delivered message ≤ 0.5 × Mosquitto's in the paced workloads"}
 		if why, ok := gwAvail("paced-qos0", "paced-qos1"); !ok {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
 			for _, n := range []string{"paced-qos0", "paced-qos1"} {
@@ -371,7 +392,7 @@ func (rp *report) targets() []target {
 	{
 		t := target{text: "p99 latency ≤ 0.5 ms in the paced workloads"}
 		if why, ok := gwAvail("paced-qos0", "paced-qos1"); !ok {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
 			for _, n := range []string{"paced-qos0", "paced-qos1"} {
@@ -393,7 +414,7 @@ func (rp *report) targets() []target {
 		t := target{text: "saturated throughput ≥ 1.5 × the best peer that loses nothing, losing nothing"}
 		sat := []string{"sat-qos0-fanin", "sat-qos0-fanout", "sat-qos1-fanin", "many-topics"}
 		if why, ok := gwAvail(sat...); !ok {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
 			for _, n := range sat {
@@ -430,7 +451,7 @@ func (rp *report) targets() []target {
 		t := target{text: "durable QoS 1 throughput ≥ Mosquitto's non-durable QoS 1"}
 		mq := rp.cell("sat-qos1-fanin", "mosquitto")
 		if why, ok := gwAvail("durable-qos1"); !ok {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else if mq == nil || mq.na() != "" {
 			t.status, t.detail = "not measured", "mosquitto sat-qos1-fanin not run"
 		} else {
@@ -459,7 +480,7 @@ func (rp *report) targets() []target {
 	{
 		t := target{text: "memory per idle connection ≤ 4 KiB"}
 		if why, ok := gwAvail(idles...); !ok || len(idles) == 0 {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
 			for _, n := range idles {
@@ -475,7 +496,7 @@ func (rp *report) targets() []target {
 	{
 		t := target{text: "idle RSS of gatewayd ≤ 12 MiB"}
 		if why, ok := gwAvail(idles...); !ok || len(idles) == 0 {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			var v []float64
 			for _, n := range idles {
@@ -493,7 +514,7 @@ func (rp *report) targets() []target {
 		t := target{text: "peak RSS under saturated fan-in ≤ 64 MiB"}
 		names := []string{"sat-qos0-fanin", "sat-qos1-fanin"}
 		if why, ok := gwAvail(names...); !ok {
-			t.status, t.detail = "not measured", why
+			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
 			for _, n := range names {

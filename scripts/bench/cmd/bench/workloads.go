@@ -69,6 +69,7 @@ type result struct {
 	broker, workload string
 	round            int
 	na               string // not applicable / not available: no figures
+	aborted          bool   // ended before measuring: no figures
 	errs             []string
 
 	sent, expected, unique   uint64
@@ -90,6 +91,12 @@ type result struct {
 
 func (r *result) fail(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// abort records why the run ended before it measured anything.
+func (r *result) abort(format string, args ...any) {
+	r.fail(format, args...)
+	r.aborted = true
 }
 
 // sizes bounds a run.
@@ -186,7 +193,7 @@ func runIdle(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 	sleepCtx(ctx, sz.settle)
 	before, err := procstat.Read(p.pid)
 	if err != nil {
-		r.fail("read broker: %v", err)
+		r.abort("read broker: %v", err)
 		return
 	}
 	t0 := time.Now()
@@ -194,7 +201,7 @@ func runIdle(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 	defer cancel()
 	conns, err := load.OpenIdle(octx, addr, fmt.Sprintf("idle-%d", r.round), w.conns, 16)
 	if err != nil {
-		r.fail("%v", err)
+		r.abort("%v", err)
 		return
 	}
 	defer load.CloseAll(conns)
@@ -202,7 +209,7 @@ func runIdle(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 	sleepCtx(ctx, sz.settle)
 	after, err := procstat.Read(p.pid)
 	if err != nil {
-		r.fail("read broker: %v", err)
+		r.abort("read broker: %v", err)
 		return
 	}
 	if err := handshake(addr); err != nil {
@@ -305,7 +312,7 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 		}
 	}()
 	if subErr != nil {
-		r.fail("subscribe: %v", subErr)
+		r.abort("subscribe: %v", subErr)
 		return
 	}
 
@@ -330,7 +337,7 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 			Batch: 64, Max: maxPer,
 		})
 		if err != nil {
-			r.fail("publisher: %v", err)
+			r.abort("publisher: %v", err)
 			return
 		}
 		pubs[i] = pb
@@ -342,7 +349,7 @@ func runFlow(ctx context.Context, w *workload, p *proc, addr string, sz sizes, r
 
 	before, err := procstat.Read(p.pid)
 	if err != nil {
-		r.fail("read broker: %v", err)
+		r.abort("read broker: %v", err)
 		return
 	}
 	smp := startSampler(p.pid, 100*time.Millisecond)
