@@ -431,3 +431,51 @@ func TestOptionsAuthTakesPrecedence(t *testing.T) {
 type allowAll struct{}
 
 func (allowAll) Authenticate(context.Context, *ConnectInfo) packet.ReasonCode { return packet.Success }
+
+// Repeated failed logins from one address are slowed: with auth_throttle
+// set to delay from the first failure for an hour, the wrong password's
+// CONNACK is held back (no lock held: other clients connect meanwhile), and
+// Shutdown cancels the wait instead of waiting for it.
+func TestFailedLoginsThrottledAndShutdownCancels(t *testing.T) {
+	dir := t.TempDir()
+	pw := passwordFile(t, dir, map[string]string{"alice": "a"})
+	cfg := DefaultConfig()
+	cfg.Listeners = []ListenerConfig{{Address: "127.0.0.1:0"}}
+	cfg.SysInterval = 0
+	cfg.PasswordFile = pw
+	cfg.AuthThrottle.Free = 1
+	cfg.AuthThrottle.BaseDelay = time.Hour
+	cfg.AuthThrottle.MaxDelay = time.Hour
+	cfg.AuthThrottle.Window = time.Hour
+	s, err := New(cfg, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addrs()[0].String()
+
+	guesser := dialRaw(t, addr, packet.V5)
+	c := rawConnect{id: "guesser", clean: true, user: "alice"}.packet()
+	c.PasswordFlag, c.Password = true, []byte("guess")
+	guesser.sendConnect(c)
+	waitFor(t, "the failed login to be counted", func() bool { return s.Stats().AuthFailures == 1 })
+
+	// Another client is not held up by the throttled one.
+	if _, ack := connectRaw(t, addr, packet.V5, rawConnect{id: "other", clean: true}, ""); ack.Reason != packet.Success {
+		t.Fatalf("anonymous client during the delay: CONNACK %#x", ack.Reason)
+	}
+
+	ctx, cancel := ctxWait()
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a throttled login waiting: %v", err)
+	}
+	p, err := guesser.read()
+	if err == nil {
+		if ack, ok := p.(*packet.Connack); !ok || ack.Reason == packet.BadUserNameOrPassword || ack.Reason == packet.Success {
+			t.Fatalf("throttled client got %v before shutdown; want its answer held back", p.Type())
+		}
+	}
+}
