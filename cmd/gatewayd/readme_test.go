@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/broker/auth"
+	"gatewayd/broker/state"
 	"gatewayd/config"
 )
 
@@ -73,5 +75,41 @@ func TestREADMEConfigurationExamplesLoad(t *testing.T) {
 		if err := config.LoadBytes("README.md example", []byte(b[1]), &cfg); err != nil {
 			t.Errorf("example %d:\n%s\n%v", i+1, b[1], err)
 		}
+	}
+}
+
+// The README's complete example writes every default out; decoded into a
+// zero Config it must be the configuration gatewayd runs with by default.
+func TestREADMECompleteExampleIsTheDefaults(t *testing.T) {
+	var example string
+	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme(t), -1) {
+		if strings.Contains(b[1], "gateway_id: my-gateway") {
+			example = b[1]
+		}
+	}
+	if example == "" {
+		t.Fatal("README.md has no complete example (gateway_id: my-gateway)")
+	}
+	var got Config
+	if err := config.LoadBytes("README.md example", []byte(example), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	if err := config.LoadBytes(defaultName, defaultYAML, &want); err != nil {
+		t.Fatal(err)
+	}
+	want.GatewayID = "my-gateway"
+	// Written out in the README, left zero (meaning the same values) in code.
+	got.Broker.AuthThrottle, want.Broker.AuthThrottle = auth.ThrottleConfig{}, auth.ThrottleConfig{}
+	if got.Store.MaxBytes == state.DefaultMaxBytes {
+		got.Store.MaxBytes = 0
+	}
+	for i := range got.Broker.Listeners {
+		if got.Broker.Listeners[i].Type == "mqtt" {
+			got.Broker.Listeners[i].Type = ""
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("README complete example:\n%+v\ndefaults:\n%+v", got, want)
 	}
 }
