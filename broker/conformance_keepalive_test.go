@@ -16,12 +16,18 @@ func TestConformanceKeepAliveExpiryClosesConnectionAndPublishesWill(t *testing.T
 	watcher := dialV3(t, b, "watcher", 4, true)
 	watcher.sub(t, "will/#", 1)
 
+	// Both levels go silent at the same time, then each is checked.
+	silent := map[byte]*rawClient{}
+	for _, level := range []byte{4, 5} {
+		c := dialRaw(t, b, fmt.Sprintf("silent client, level %d", level))
+		c.connect(connectSpec{Version: level, ClientID: fmt.Sprintf("silent-%d", level), Clean: true, KeepAlive: 1,
+			Will: &willSpec{Topic: fmt.Sprintf("will/keepalive/%d", level), Payload: "gone", QoS: 1}})
+		silent[level] = c
+	}
 	for _, level := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("level %d", level), func(t *testing.T) {
 			topic := fmt.Sprintf("will/keepalive/%d", level)
-			c := dialRaw(t, b, "silent client")
-			c.connect(connectSpec{Version: level, ClientID: fmt.Sprintf("silent-%d", level), Clean: true, KeepAlive: 1,
-				Will: &willSpec{Topic: topic, Payload: "gone", QoS: 1}})
+			c := silent[level]
 			got := c.waitClosed("client silent for longer than 1.5 x Keep Alive 1 s")
 			if level == 5 {
 				for _, p := range got {
