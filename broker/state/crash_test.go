@@ -224,3 +224,33 @@ func TestDurableFilesystemFull(t *testing.T) {
 	}
 	t.Logf("%d batches stored, %d write errors while full", len(acked), st.WriteErrors)
 }
+
+// TestDurableDamagedStoreOnAMountPoint: a store directory that is itself a
+// mount point cannot be renamed; its files are moved into a subdirectory.
+func TestDurableDamagedStoreOnAMountPoint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	os.MkdirAll(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	junk := []byte("not a store at all, but long enough to hold a header")
+	os.WriteFile(filepath.Join(dir, logName(1)), junk, 0o600)
+	d := open(t, dir, DurableOptions{})
+	bad, why := d.Damaged()
+	if !bad {
+		t.Fatal("not reported damaged")
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, "damaged-*", logName(1)))
+	if len(aside) != 1 || !strings.Contains(why, filepath.Dir(aside[0])) {
+		t.Fatalf("damaged log not kept inside the mount point (%v): %s", aside, why)
+	}
+	if err := commitWait(d, &Batch{Ops: []Op{{Kind: OpPutInbound, ClientID: "x", PacketID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	d, s := reopen(t, d, DurableOptions{})
+	defer mustClose(t, d)
+	if len(s.Inbound["x"]) != 1 {
+		t.Errorf("batch after the restart lost: %v", s.Inbound)
+	}
+}

@@ -179,8 +179,12 @@ func OpenDurable(dir string, opts DurableOptions) (*Durable, error) {
 		exited:      make(chan struct{}),
 		compactDone: make(chan compactResult, 1),
 	}
-	if err := os.MkdirAll(d.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state: create store directory: %w", err)
+	if !exists(d.dir) {
+		if err := os.MkdirAll(d.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("state: create store directory: %w", err)
+		}
+		// The new directory's entry must be durable before anything in it is.
+		syncDir(filepath.Dir(d.dir))
 	}
 	if err := d.lockDir(); err != nil {
 		return nil, err
