@@ -65,10 +65,12 @@ var ErrNotSMBus = errors.New("transfer not expressible as SMBus on an adapter wi
 //	w=[]               r=[1]     SMBus receive byte
 //	w=[]               r=[]      SMBus quick write
 //
-// Anything else fails with ErrNotSMBus. A write of several register/value
-// pairs in one transfer (BME280's burst write) is written as a block to
-// consecutive registers, which such chips do not expect: drivers needing it
-// do not work behind this fallback.
+// Anything else fails with ErrNotSMBus. A multi-byte write is a block to
+// consecutive registers (register auto-increment), as most chips read it.
+// Some chips (Bosch BME280/BMP280) read a multi-byte write as
+// register/value pairs instead: a driver for such a chip asks for
+// RegisterPairWrites, under which each pair becomes its own SMBus write
+// byte data.
 type SMBusFallback struct {
 	name  string
 	funcs uint64
@@ -93,6 +95,40 @@ func (s *SMBusFallback) SDA() gpio.PinIO { return gpio.INVALID }
 func (s *SMBusFallback) need(f uint64, what string) error {
 	if s.funcs&f == 0 {
 		return fmt.Errorf("%s: the adapter cannot do SMBus %s", s.name, what)
+	}
+	return nil
+}
+
+// RegisterPairWrites returns the adapter as seen by a chip that reads a
+// multi-byte write as register/value pairs (w=[reg1 v1 reg2 v2 ...], the
+// BME280's burst write, datasheet 6.2.1): such a write becomes one SMBus
+// write byte data per pair, in order, with no other transfer in between.
+// Reads and other writes are as on the adapter. Drivers find it through an
+// interface assertion, since they do not import this package.
+func (s *SMBusFallback) RegisterPairWrites() i2c.Bus { return pairWrites{s} }
+
+// pairWrites is SMBusFallback for a chip whose writes are register/value
+// pairs.
+type pairWrites struct{ s *SMBusFallback }
+
+func (p pairWrites) String() string                    { return p.s.String() }
+func (p pairWrites) SetSpeed(f physic.Frequency) error { return p.s.SetSpeed(f) }
+func (p pairWrites) SCL() gpio.PinIO                   { return gpio.INVALID }
+func (p pairWrites) SDA() gpio.PinIO                   { return gpio.INVALID }
+func (p pairWrites) Tx(addr uint16, w, r []byte) error {
+	if len(r) != 0 || len(w) < 4 || len(w)%2 != 0 {
+		return p.s.Tx(addr, w, r)
+	}
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.c.setAddr(addr); err != nil {
+		return fmt.Errorf("%s: address %#02x: %w", s.name, addr, err)
+	}
+	for i := 0; i < len(w); i += 2 {
+		if err := s.tx(w[i:i+2], nil); err != nil {
+			return fmt.Errorf("%s: address %#02x: register %#02x: %w", s.name, addr, w[i], err)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/bmxx80"
 )
@@ -22,6 +23,11 @@ func openBMx280(humidity bool) Factory {
 		bus, addr, err := openBus(cfg, env, 0x76)
 		if err != nil {
 			return nil, err
+		}
+		// The chip reads a multi-byte write as register/value pairs; an
+		// SMBus-only adapter (board.SMBusFallback) carries them one by one.
+		if p, ok := bus.(interface{ RegisterPairWrites() i2c.Bus }); ok {
+			bus = p.RegisterPairWrites()
 		}
 		opts := bmxx80.Opts{Temperature: bmxx80.O1x, Pressure: bmxx80.O1x}
 		if humidity {
