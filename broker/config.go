@@ -80,7 +80,9 @@ type Config struct {
 	// that is not a listener's do not count). The connection beyond it is
 	// read up to its CONNECT and refused with v5 CONNACK 0x97 Quota
 	// exceeded / 3.1.1 0x03 Server unavailable, and counted in
-	// Stats.ConnectionsOverLimit. 0 means no limit; default 1024.
+	// Stats.ConnectionsOverLimit; while more than twice the limit are open,
+	// further ones are closed at once, unread (and counted). 0 means no
+	// limit; default 1024.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerSecondPerAddress limits how fast one IP address (one
 	// /64 for IPv6) may open connections to a listener: a token bucket

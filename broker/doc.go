@@ -9,6 +9,19 @@
 // survive a restart is described to a state.Store, and a PUBACK or PUBREC for a
 // message that had to be stored is sent only once the store reports it durable.
 //
+// Each listener is MQTT over TCP or over WebSocket, either with TLS; every
+// connection, in-process ones handed to ServeConn included, goes through the
+// same authentication (password_file, client certificates, or an embedded
+// Authenticator), the same ACL on every PUBLISH, SUBSCRIBE and delivery, and
+// the same limits (connections, connection rate per address, subscriptions,
+// retained messages), each refusal answered with its reason code where the
+// protocol has one and counted in Stats.
+//
+// The broker must never let an anonymous client in through a listener on a
+// non-loopback address unless that listener says allow_anonymous: true,
+// never keep a client's password after checking it, and never hold a lock
+// while a failed login is made to wait.
+//
 // The broker must never acknowledge a message before the store has it, never
 // let one slow or dead client block a publisher or any other client, never
 // grow a queue or buffer beyond its configured bound (what does not fit is

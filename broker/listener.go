@@ -36,8 +36,9 @@ type listener struct {
 	// tlsCfg is the TLS configuration handed to each new handshake; Reload
 	// swaps it, so connected clients keep theirs. nil without TLS.
 	tlsCfg atomic.Pointer[tls.Config]
-	// tlsFiles are the files tlsCfg was read from (guarded by Server.reloadMu).
-	tlsFiles *TLSConfig
+	// tlsFiles is the TLS section tlsCfg was read from, swapped with it: its
+	// username_from is read at each CONNECT.
+	tlsFiles atomic.Pointer[TLSConfig]
 
 	open atomic.Int64 // open connections
 }
@@ -73,7 +74,7 @@ func newListeners(cfg *Config) ([]*listener, error) {
 			}
 			l.tlsCfg.Store(tc)
 			files := *lc.TLS
-			l.tlsFiles = &files
+			l.tlsFiles.Store(&files)
 		}
 		lns = append(lns, l)
 	}

@@ -121,11 +121,12 @@ func (s *Server) pause(d time.Duration) bool {
 // certIdentity is the user name a listener with tls.username_from takes
 // from the client's verified certificate, or "".
 func certIdentity(l *listener, st *tls.ConnectionState) string {
-	if l.cfg.TLS == nil || st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+	files := l.tlsFiles.Load()
+	if files == nil || st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 		return ""
 	}
 	cert := st.PeerCertificates[0]
-	switch l.cfg.TLS.UsernameFrom {
+	switch files.UsernameFrom {
 	case "cn":
 		return cert.Subject.CommonName
 	case "san":
@@ -140,9 +141,10 @@ func certIdentity(l *listener, st *tls.ConnectionState) string {
 }
 
 // Reload applies what can change without a restart, from cfg: the password
-// file, the ACL file, and each TLS listener's certificate, key and client
-// CAs (matched by position in cfg.Listeners; a listener cfg no longer has
-// keeps its files). Every file is read before anything is swapped, so an
+// file, the ACL file, and each TLS listener's tls section (certificate, key,
+// client CAs, require_client_cert, username_from), matched by position in
+// cfg.Listeners; a listener cannot gain or lose TLS without a restart, and
+// one that cfg gives no tls section keeps its own. Every file is read before anything is swapped, so an
 // error leaves the broker as it was. Connected clients stay connected: a
 // new certificate or CA list applies to new handshakes, a new password file
 // to new logins, a new ACL to every check from now on, connected clients'
@@ -177,10 +179,10 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	files := make([]*TLSConfig, len(s.lns))
 	for i, l := range s.lns {
-		if l.tlsFiles == nil {
+		if l.tlsFiles.Load() == nil {
 			continue
 		}
-		files[i] = l.tlsFiles
+		files[i] = l.tlsFiles.Load()
 		if len(cfg.Listeners) > 0 && i < len(cfg.Listeners) && cfg.Listeners[i].TLS != nil {
 			f := *cfg.Listeners[i].TLS
 			files[i] = &f
@@ -207,7 +209,7 @@ func (s *Server) ReloadCertificates() error {
 	defer s.reloadMu.Unlock()
 	files := make([]*TLSConfig, len(s.lns))
 	for i, l := range s.lns {
-		files[i] = l.tlsFiles
+		files[i] = l.tlsFiles.Load()
 	}
 	tcs, err := s.loadCertificates(files)
 	if err != nil {
@@ -237,7 +239,7 @@ func (s *Server) loadCertificates(files []*TLSConfig) ([]*tls.Config, error) {
 func (s *Server) swapCertificates(files []*TLSConfig, tcs []*tls.Config) {
 	for i, tc := range tcs {
 		if tc != nil {
-			s.lns[i].tlsFiles = files[i]
+			s.lns[i].tlsFiles.Store(files[i])
 			s.lns[i].tlsCfg.Store(tc)
 		}
 	}

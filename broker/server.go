@@ -314,8 +314,18 @@ func (s *Server) newConn(nc net.Conn, l *listener) *conn {
 	c := &conn{s: s, nc: nc, l: l, problemInfo: true}
 	if l.network {
 		n, m := s.open.Add(1), l.open.Add(1)
-		c.overLimit = s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) ||
-			l.cfg.MaxConnections > 0 && m > int64(l.cfg.MaxConnections)
+		over := func(open int64, limit int, factor int64) bool { return limit > 0 && open > factor*int64(limit) }
+		c.overLimit = over(n, s.cfg.MaxConnections, 1) || over(m, l.cfg.MaxConnections, 1)
+		if over(n, s.cfg.MaxConnections, 2) || over(m, l.cfg.MaxConnections, 2) {
+			// So many waiting to be refused: do not spend a goroutine on
+			// reading this one's CONNECT.
+			s.open.Add(-1)
+			l.open.Add(-1)
+			s.stats.overLimit.Add(1)
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
