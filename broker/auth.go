@@ -10,7 +10,7 @@ import (
 
 // ConnectInfo describes a client connection to an Authenticator and an
 // Authorizer. It is filled from CONNECT and stays the same for the life of the
-// connection.
+// connection, except Password, which is dropped once Authenticate returns.
 type ConnectInfo struct {
 	ClientID    string
 	Username    string

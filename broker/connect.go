@@ -105,6 +105,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
 		reason := s.opts.Auth.Authenticate(ctx, ci)
 		cancel()
+		ci.Password = nil
 		if reason != packet.Success {
 			return c.refuseConnect(v, reason, "not authorised")
 		}
