@@ -3,11 +3,13 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -476,6 +478,103 @@ func TestFailedLoginsThrottledAndShutdownCancels(t *testing.T) {
 	if err == nil {
 		if ack, ok := p.(*packet.Connack); !ok || ack.Reason == packet.BadUserNameOrPassword || ack.Reason == packet.Success {
 			t.Fatalf("throttled client got %v before shutdown; want its answer held back", p.Type())
+		}
+	}
+}
+
+// The security keys validate themselves, each error naming its key; a
+// missing password, ACL or certificate file stops New with the file named.
+func TestSecurityConfigValidate(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listeners = []ListenerConfig{
+		{Name: "a", Address: "127.0.0.1:0", Type: "mqtts"},
+		{Name: "a", Address: "127.0.0.1:0", Path: "/mqtt"},
+		{Address: "127.0.0.1:0", Type: "ws", Path: "mqtt", MaxConnections: -1, MaxConnectionsPerSecondPerAddress: intPtr(-1)},
+		{Address: "127.0.0.1:0", TLS: &TLSConfig{RequireClientCert: true, UsernameFrom: "uid"}},
+	}
+	cfg.MaxConnections = -1
+	cfg.MaxRetainedBytes = -1
+	cfg.AuthThrottle.Free = -1
+	_, err := New(cfg, Options{})
+	if err == nil {
+		t.Fatal("New accepted the configuration")
+	}
+	for _, key := range []string{
+		"listeners[0].type", "listeners[1].name", "listeners[1].path", "listeners[2].path",
+		"listeners[2].max_connections", "listeners[2].max_connections_per_second_per_address",
+		"listeners[3].tls.cert_file", "listeners[3].tls.key_file", "listeners[3].tls.client_ca_file",
+		"listeners[3].tls.username_from", "max_connections", "max_retained_bytes", "auth_throttle.free",
+	} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s:\n%v", key, err)
+		}
+	}
+
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"password_file", func(c *Config) { c.PasswordFile = filepath.Join(dir, "no-passwd") }},
+		{"acl_file", func(c *Config) { c.ACLFile = filepath.Join(dir, "no-acl") }},
+		{"listeners[0].tls", func(c *Config) {
+			c.Listeners[0].TLS = &TLSConfig{CertFile: filepath.Join(dir, "no.pem"), KeyFile: filepath.Join(dir, "no.key")}
+		}},
+	} {
+		cfg := DefaultConfig()
+		cfg.Listeners = []ListenerConfig{{Address: "127.0.0.1:0"}}
+		tc.mutate(&cfg)
+		_, err := New(cfg, Options{})
+		if err == nil || !strings.Contains(err.Error(), tc.name) || !strings.Contains(err.Error(), dir) {
+			t.Errorf("%s missing: error %v, want one naming the key and the file", tc.name, err)
+		}
+	}
+}
+
+// lockedLog collects a broker's log for a test.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// The start-up log says, per listener, what is exposed: address, type
+// (mqtt, mqtts, ws, wss), client certificates, whether anonymous clients
+// are allowed, and the password and ACL files; a failed login is logged
+// with the client's address.
+func TestStartupLogSaysWhatIsExposed(t *testing.T) {
+	dir := t.TempDir()
+	pw := passwordFile(t, dir, map[string]string{"alice": "a"})
+	p := newPKI(t)
+	cert, key, _ := p.serverCert("server")
+	logs := &lockedLog{}
+	_, _ = startServer(t, func(c *Config) {
+		c.PasswordFile = pw
+		c.Listeners = []ListenerConfig{
+			{Name: "plain", Address: "127.0.0.1:0"},
+			{Name: "secure", Address: "127.0.0.1:0", Type: "ws", AllowAnonymous: boolp(false),
+				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.caFile, RequireClientCert: true}},
+		}
+	}, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	out := logs.String()
+	for _, want := range []string{
+		`listener=plain address=127.0.0.1:`, `type=mqtt tls=false client_cert=none anonymous=true`,
+		`listener=secure address=127.0.0.1:`, `type=wss tls=true client_cert=required anonymous=false`,
+		`password_file=` + pw,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("start-up log lacks %q:\n%s", want, out)
 		}
 	}
 }
