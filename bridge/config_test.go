@@ -63,7 +63,7 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	g := startGateway(t, t.TempDir())
 	b, err := New(Config{Name: "up", URL: "mqtts://a.example:443", Profile: ProfileAWSIoT,
-		Topics: []Rule{{Pattern: "t/#", QoS: 2, RemotePrefix: "dt/"}}}, Options{GatewayID: "gw7", Broker: g.srv})
+		Topics: []Rule{{Pattern: "t/#", QoS: 2, RemotePrefix: "dt/"}}}, Options{GatewayID: "gw7", Broker: g.srv, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}

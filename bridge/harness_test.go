@@ -458,7 +458,7 @@ func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func
 		case <-r.more:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("%s: not after %v (received %d)", what, d, len(got))
+			t.Fatalf("%s: not after %v (received %d%s)", what, d, len(got), missing(got))
 		}
 	}
 }
@@ -559,6 +559,33 @@ func checkSequence(t *testing.T, msgs []*client.Message, n int) (dups int) {
 		t.Fatalf("arrived %d of %d", next, n)
 	}
 	return dups
+}
+
+// missing describes the gaps in the sequence numbers received, if any.
+func missing(ms []*client.Message) string {
+	seen := map[int]bool{}
+	top := -1
+	for _, m := range ms {
+		if v, err := strconv.Atoi(string(m.Payload)); err == nil {
+			seen[v] = true
+			top = max(top, v)
+		}
+	}
+	var gaps []string
+	for i := 0; i <= top && len(gaps) < 20; i++ {
+		if !seen[i] {
+			j := i
+			for j+1 <= top && !seen[j+1] {
+				j++
+			}
+			gaps = append(gaps, fmt.Sprintf("%d-%d", i, j))
+			i = j
+		}
+	}
+	if len(gaps) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; highest %d, missing %v", top, gaps)
 }
 
 func count(n int) func([]*client.Message) bool {

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +13,10 @@ import (
 func outageSize() (n int, d time.Duration) {
 	if *full {
 		return 10000, 60 * time.Second
+	}
+	if os.Getenv("BRIDGE_N") != "" {
+		n, _ := strconv.Atoi(os.Getenv("BRIDGE_N"))
+		return n, 3 * time.Second
 	}
 	return 2000, 3 * time.Second
 }
