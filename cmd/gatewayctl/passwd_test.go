@@ -1,10 +1,15 @@
 package main
 
 import (
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/creack/pty"
 
 	"gatewayd/broker/auth"
 )
@@ -91,5 +96,61 @@ func TestPasswdExitStatus(t *testing.T) {
 	pw, err := auth.LoadPasswordFile(file)
 	if err != nil || !pw.Check("alice", []byte("x")) {
 		t.Fatalf("the failed runs changed the file (%v)", err)
+	}
+}
+
+// On a terminal, passwd asks twice without echo: the password typed never
+// appears in what the terminal shows, and the entry verifies; two different
+// answers change nothing and exit 1.
+func TestPasswdPromptsWithoutEcho(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	run := func(first, second string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, "passwd", "-c", file, "alice")
+		tty, err := pty.Start(cmd)
+		if err != nil {
+			t.Skipf("no pseudo-terminal: %v", err)
+		}
+		defer tty.Close()
+		var shown strings.Builder
+		expect := func(prompt string) {
+			t.Helper()
+			buf := make([]byte, 256)
+			for !strings.Contains(shown.String(), prompt) {
+				tty.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := tty.Read(buf)
+				shown.Write(buf[:n])
+				if err != nil {
+					t.Fatalf("waiting for %q: %v (terminal showed %q)", prompt, err, shown.String())
+				}
+			}
+		}
+		expect("Password: ")
+		io.WriteString(tty, first+"\n")
+		expect("Reenter password: ")
+		io.WriteString(tty, second+"\n")
+		rest, _ := io.ReadAll(tty) // until the command exits (EIO)
+		shown.Write(rest)
+		cmd.Wait()
+		return shown.String(), cmd.ProcessState.ExitCode()
+	}
+
+	shown, code := run("typed-s3cret", "typed-s3cret")
+	if code != 0 {
+		t.Fatalf("exit %d; terminal showed %q", code, shown)
+	}
+	if strings.Contains(shown, "typed-s3cret") {
+		t.Fatalf("the password was echoed: %q", shown)
+	}
+	pw, err := auth.LoadPasswordFile(file)
+	if err != nil || !pw.Check("alice", []byte("typed-s3cret")) {
+		t.Fatalf("entry does not verify (%v)", err)
+	}
+
+	if shown, code := run("one", "two"); code != 1 || !strings.Contains(shown, "do not match") {
+		t.Fatalf("different answers: exit %d, terminal %q; want 1 and a message", code, shown)
+	}
+	if pw, err := auth.LoadPasswordFile(file); err != nil || !pw.Check("alice", []byte("typed-s3cret")) {
+		t.Fatalf("a failed run changed the entry (%v)", err)
 	}
 }
