@@ -492,8 +492,9 @@ func (s *Server) scheduleWillLocked(se *session) {
 	se.willTimer = time.AfterFunc(time.Until(se.will.due), func() { s.willDue(se, gen) })
 }
 
-// timerStart registers a firing timer with the wait group unless the server
-// is shutting down (Shutdown waits for the ones that got in).
+// timerStart registers a firing timer (or a WebSocket upgrade) with the wait
+// group unless the server is shutting down (Shutdown waits for the ones that
+// got in).
 func (s *Server) timerStart() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -36,6 +36,8 @@ type listener struct {
 	// tlsCfg is the TLS configuration handed to each new handshake; Reload
 	// swaps it, so connected clients keep theirs. nil without TLS.
 	tlsCfg atomic.Pointer[tls.Config]
+	// tlsBase wraps accepted connections: it hands each handshake tlsCfg.
+	tlsBase *tls.Config
 	// tlsFiles is the TLS section tlsCfg was read from, swapped with it: its
 	// username_from is read at each CONNECT.
 	tlsFiles atomic.Pointer[TLSConfig]
@@ -73,6 +75,12 @@ func newListeners(cfg *Config) ([]*listener, error) {
 				return nil, fmt.Errorf("broker: listener %s (%s.tls): %w", l.name, l.key, err)
 			}
 			l.tlsCfg.Store(tc)
+			l.tlsBase = &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+					return l.tlsCfg.Load(), nil
+				},
+			}
 			files := *lc.TLS
 			l.tlsFiles.Store(&files)
 		}
@@ -200,13 +208,8 @@ func (g gate) Accept() (net.Conn, error) {
 			nc.Close()
 			continue
 		}
-		if g.l.isTLS() {
-			nc = tls.Server(nc, &tls.Config{
-				MinVersion: tls.VersionTLS12,
-				GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-					return g.l.tlsCfg.Load(), nil
-				},
-			})
+		if g.l.tlsBase != nil {
+			nc = tls.Server(nc, g.l.tlsBase)
 		}
 		return nc, nil
 	}
@@ -233,7 +236,11 @@ func (s *Server) newHTTP(l *listener) *http.Server {
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: s.cfg.ConnectTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelInfo),
+		// Only the upgrade is HTTP: a connection that stays plain HTTP
+		// gets no more time than a client has to send CONNECT.
+		IdleTimeout:    s.cfg.ConnectTimeout,
+		MaxHeaderBytes: 8 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelInfo),
 	}
 }
 
@@ -241,6 +248,12 @@ func (s *Server) newHTTP(l *listener) *http.Server {
 const wsSubprotocol = "mqtt"
 
 func (s *Server) serveWS(l *listener, w http.ResponseWriter, r *http.Request) {
+	// Shutdown waits for the upgrade as for the connection.
+	if !s.timerStart() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
 	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}})
 	if err != nil {
 		s.log.Info("broker: websocket upgrade failed", "listener", l.name, "remote", r.RemoteAddr, "err", err)
