@@ -578,3 +578,37 @@ func TestStartupLogSaysWhatIsExposed(t *testing.T) {
 		}
 	}
 }
+
+// Reload swaps the password file: the new password works at once, the old
+// one no longer does, and a client logged in before stays connected.
+func TestReloadSwapsPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := passwordFile(t, dir, map[string]string{"alice": "old"})
+	s, addr := startServer(t, func(c *Config) { c.PasswordFile = pw }, Options{})
+	before, ack := connectRaw(t, addr, packet.V5, rawConnect{id: "before", clean: true, user: "alice"}, "old")
+	if ack.Reason != packet.Success {
+		t.Fatalf("old password before reload: %#x", ack.Reason)
+	}
+	if err := auth.SetPassword(pw, "alice", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(s.cfg); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if _, ack := connectRaw(t, addr, packet.V5, rawConnect{id: "new", clean: true, user: "alice"}, "new"); ack.Reason != packet.Success {
+		t.Fatalf("new password after reload: %#x", ack.Reason)
+	}
+	if _, ack := connectRaw(t, addr, packet.V5, rawConnect{id: "old", clean: true, user: "alice"}, "old"); ack.Reason != packet.BadUserNameOrPassword {
+		t.Fatalf("old password after reload: %#x, want 0x86", ack.Reason)
+	}
+	ping(t, before)
+
+	// A broken file changes nothing.
+	writeFile(t, dir, "passwd", "alice:plaintext\n")
+	if err := s.Reload(s.cfg); err == nil {
+		t.Fatalf("Reload with a malformed password file succeeded")
+	}
+	if _, ack := connectRaw(t, addr, packet.V5, rawConnect{id: "new2", clean: true, user: "alice"}, "new"); ack.Reason != packet.Success {
+		t.Fatalf("after a failed reload: %#x, want the previous file still in use", ack.Reason)
+	}
+}

@@ -159,3 +159,27 @@ func TestWebSocketAuthAndACL(t *testing.T) {
 		}
 	}
 }
+
+// A browser page from another origin may not open the WebSocket (the
+// upgrade is refused with 403); one from the listener's own host may.
+func TestWebSocketRefusesCrossOriginPages(t *testing.T) {
+	s, _ := startServer(t, func(c *Config) {
+		c.Listeners = []ListenerConfig{{Address: "127.0.0.1:0", Type: "ws"}}
+	}, Options{})
+	dial := func(origin string) (*http.Response, error) {
+		ctx, cancel := ctxWait()
+		defer cancel()
+		wc, resp, err := websocket.Dial(ctx, wsURL(s, 0, "ws"), &websocket.DialOptions{
+			Subprotocols: []string{"mqtt"}, HTTPHeader: http.Header{"Origin": {origin}}})
+		if err == nil {
+			wc.CloseNow()
+		}
+		return resp, err
+	}
+	if resp, err := dial("http://evil.example"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin upgrade: err %v, response %v; want 403", err, resp)
+	}
+	if _, err := dial("http://" + s.Addrs()[0].String()); err != nil {
+		t.Fatalf("same-origin upgrade refused: %v", err)
+	}
+}
