@@ -78,6 +78,17 @@ func (o FaultOp) String() string {
 	return "fsync"
 }
 
+// Health is what a store can tell about itself for $SYS and metrics; the
+// broker can look for it on its Store with a type assertion.
+type Health interface {
+	Stats() Stats
+	// Damaged reports whether the store found at start-up was damaged and
+	// moved aside, and why.
+	Damaged() (bool, string)
+}
+
+var _ Health = (*Durable)(nil)
+
 // Stats are running totals since OpenDurable, for $SYS and metrics.
 type Stats struct {
 	BytesWritten   uint64 // bytes handed to write(2): logs, snapshots, headers
