@@ -97,15 +97,13 @@ persistence_location %s/
 autosave_interval 0
 max_queued_messages 0
 max_inflight_messages 0
-log_type error
-log_type warning
-log_type notice
+%s
 listener %d 127.0.0.1
 listener %d 127.0.0.1
 cafile %s
 certfile %s
 keyfile %s
-`, me, auth, m.dir, m.port, m.tlsPort, m.ca, cert, key)
+`, me, auth, m.dir, logTypes(), m.port, m.tlsPort, m.ca, cert, key)
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -113,6 +111,13 @@ keyfile %s
 	m.start()
 	t.Cleanup(m.kill)
 	return m
+}
+
+func logTypes() string {
+	if os.Getenv("BRIDGE_MOSQUITTO_LOG_ALL") != "" {
+		return "log_type all"
+	}
+	return "log_type error\nlog_type warning\nlog_type notice"
 }
 
 func (m *mosquitto) Addr() string   { return "127.0.0.1:" + strconv.Itoa(m.port) }
