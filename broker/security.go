@@ -165,11 +165,9 @@ func (s *Server) Reload(cfg Config) error {
 		}
 	}
 	var acl *auth.ACL
-	if cfg.ACLFile != "" {
+	// With an embedded Authorizer, acl_file is not used.
+	if cfg.ACLFile != "" && s.opts.ACL == nil {
 		if _, ok := s.authz.(aclFile); !ok {
-			if s.opts.ACL != nil {
-				return errors.New("broker: reload: acl_file is not used: the broker was given its own Authorizer")
-			}
 			return errors.New("broker: reload: acl_file cannot be added to a running broker; restart it")
 		}
 		var err error
@@ -194,7 +192,6 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.passwords.Store(pw)
 	s.acl.Store(acl)
-	s.pwPath, s.aclPath = cfg.PasswordFile, cfg.ACLFile
 	s.swapCertificates(files, tcs)
 	s.log.Info("broker: reloaded", "password_file", cfg.PasswordFile, "acl_file", cfg.ACLFile, "tls_listeners", countTLS(tcs))
 	return nil

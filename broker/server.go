@@ -53,10 +53,8 @@ type Server struct {
 	authz     Authorizer
 	throttle  *auth.Throttle
 	open      atomic.Int64 // open network connections
-	// reloadMu serialises Reload; it guards the file paths below.
+	// reloadMu serialises Reload and ReloadCertificates.
 	reloadMu sync.Mutex
-	pwPath   string
-	aclPath  string
 
 	// retainMu guards the two totals of the retained messages clients
 	// set, checked against max_retained_messages and max_retained_bytes.
@@ -118,8 +116,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s := &Server{
 		lns:      lns,
 		throttle: auth.NewThrottle(cfg.AuthThrottle),
-		pwPath:   cfg.PasswordFile,
-		aclPath:  cfg.ACLFile,
 		cfg:      cfg,
 		opts:     opts,
 		log:      opts.Logger,
