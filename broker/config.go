@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"path"
 	"time"
 
 	"gatewayd/broker/auth"
@@ -120,6 +121,12 @@ type ListenerConfig struct {
 	Type string `yaml:"type"`
 	// Path is the HTTP path a ws listener serves; default /mqtt.
 	Path string `yaml:"path"`
+	// Origins are the hosts (host or host:port, with path.Match wildcards
+	// such as *.example.com) of browser pages allowed to open a ws
+	// listener's WebSocket besides pages from the listener's own host and
+	// port; other cross-origin pages are refused with HTTP 403. Clients
+	// that send no Origin header (not browsers) are not affected.
+	Origins []string `yaml:"origins"`
 	// AllowAnonymous says whether clients without a user name (and without
 	// a certificate identity, see TLS.UsernameFrom) may connect. Unset, it
 	// is true on a loopback address and false on any other, so exposing
@@ -206,9 +213,17 @@ func (c *Config) Validate() error {
 			if l.Path != "" {
 				errs = append(errs, config.Errorf(key+".path", "only a ws listener has a path"))
 			}
+			if len(l.Origins) > 0 {
+				errs = append(errs, config.Errorf(key+".origins", "only a ws listener has origins"))
+			}
 		case "ws":
 			if l.Path != "" && l.Path[0] != '/' {
 				errs = append(errs, config.Errorf(key+".path", "%q does not start with /", l.Path))
+			}
+			for j, o := range l.Origins {
+				if _, err := path.Match(o, ""); err != nil || o == "" {
+					errs = append(errs, config.Errorf(key+".origins["+itoa(j)+"]", "%q is not a host pattern", o))
+				}
 			}
 		default:
 			errs = append(errs, config.Errorf(key+".type", "%q is not mqtt or ws", l.Type))

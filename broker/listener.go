@@ -170,7 +170,7 @@ func (s *Server) logExposure(l *listener) {
 		"max_connections", l.cfg.MaxConnections, "connections_per_second_per_address", rate,
 		"password_file", s.cfg.PasswordFile, "acl_file", s.cfg.ACLFile}
 	if l.isWS() {
-		attrs = append(attrs, "path", l.cfg.Path)
+		attrs = append(attrs, "path", l.cfg.Path, "origins", l.cfg.Origins)
 	}
 	if l.cfg.TLS != nil && l.cfg.TLS.UsernameFrom != "" {
 		attrs = append(attrs, "username_from", l.cfg.TLS.UsernameFrom)
@@ -254,7 +254,7 @@ func (s *Server) serveWS(l *listener, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.wg.Done()
-	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}})
+	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}, OriginPatterns: l.cfg.Origins})
 	if err != nil {
 		s.log.Info("broker: websocket upgrade failed", "listener", l.name, "remote", r.RemoteAddr, "err", err)
 		return

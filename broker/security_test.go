@@ -488,7 +488,7 @@ func TestSecurityConfigValidate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listeners = []ListenerConfig{
 		{Name: "a", Address: "127.0.0.1:0", Type: "mqtts"},
-		{Name: "a", Address: "127.0.0.1:0", Path: "/mqtt"},
+		{Name: "a", Address: "127.0.0.1:0", Path: "/mqtt", Origins: []string{"x"}},
 		{Address: "127.0.0.1:0", Type: "ws", Path: "mqtt", MaxConnections: -1, MaxConnectionsPerSecondPerAddress: intPtr(-1)},
 		{Address: "127.0.0.1:0", TLS: &TLSConfig{RequireClientCert: true, UsernameFrom: "uid"}},
 	}
@@ -500,7 +500,7 @@ func TestSecurityConfigValidate(t *testing.T) {
 		t.Fatal("New accepted the configuration")
 	}
 	for _, key := range []string{
-		"listeners[0].type", "listeners[1].name", "listeners[1].path", "listeners[2].path",
+		"listeners[0].type", "listeners[1].name", "listeners[1].path", "listeners[1].origins", "listeners[2].path",
 		"listeners[2].max_connections", "listeners[2].max_connections_per_second_per_address",
 		"listeners[3].tls.cert_file", "listeners[3].tls.key_file", "listeners[3].tls.client_ca_file",
 		"listeners[3].tls.username_from", "max_connections", "max_retained_bytes", "auth_throttle.free",

@@ -161,10 +161,11 @@ func TestWebSocketAuthAndACL(t *testing.T) {
 }
 
 // A browser page from another origin may not open the WebSocket (the
-// upgrade is refused with 403); one from the listener's own host may.
+// upgrade is refused with 403); one from the listener's own host may, and
+// one from a host listed in origins.
 func TestWebSocketRefusesCrossOriginPages(t *testing.T) {
 	s, _ := startServer(t, func(c *Config) {
-		c.Listeners = []ListenerConfig{{Address: "127.0.0.1:0", Type: "ws"}}
+		c.Listeners = []ListenerConfig{{Address: "127.0.0.1:0", Type: "ws", Origins: []string{"*.dashboard.example"}}}
 	}, Options{})
 	dial := func(origin string) (*http.Response, error) {
 		ctx, cancel := ctxWait()
@@ -181,5 +182,8 @@ func TestWebSocketRefusesCrossOriginPages(t *testing.T) {
 	}
 	if _, err := dial("http://" + s.Addrs()[0].String()); err != nil {
 		t.Fatalf("same-origin upgrade refused: %v", err)
+	}
+	if _, err := dial("https://ops.dashboard.example"); err != nil {
+		t.Fatalf("upgrade from an origin listed in origins refused: %v", err)
 	}
 }
