@@ -231,3 +231,36 @@ func TestConformancePasswordWithoutUsernameV5(t *testing.T) {
 		t.Errorf("Authenticator saw %+v, want one client with no user name and password token-only", auth.seen)
 	}
 }
+
+// CanRead also guards retained messages sent on subscribe and wills: a
+// client may not learn a topic it may not read through either.
+func TestConformanceAuthorizerCanReadGuardsRetainedAndWills(t *testing.T) {
+	b := startBroker(t, nil, broker.Options{ACL: prefixACL{denyRead: "private/", readerPrefix: "guest"}})
+	owner := dialV3(t, b, "owner", 4, true)
+	owner.pub(t, "private/config", 1, true, "retained secret")
+	owner.pub(t, "public/config", 1, true, "retained public")
+
+	guest := dialV3(t, b, "guest-3", 4, true)
+	guest.sub(t, "#", 1)
+	guest5, _ := dialV5(t, b, &paho.Connect{ClientID: "guest-5", CleanStart: true})
+	guest5.sub1(t, "#", 1)
+	guest.in.waitPayload(t, "retained public")
+	guest5.in.waitPayload(t, "retained public")
+
+	owner.sub(t, "private/device/status", 1)
+	dying := dialRaw(t, b, "device with a private will")
+	dying.connect(connectSpec{Version: 4, ClientID: "device", Clean: true, KeepAlive: 30,
+		Will: &willSpec{Topic: "private/device/status", Payload: "will secret", QoS: 1}})
+	dying.close()
+	owner.in.waitPayload(t, "will secret")
+	owner.pub(t, "public/fence", 1, false, "fence")
+	guest.in.waitPayload(t, "fence")
+	guest5.in.waitPayload(t, "fence")
+	for name, in := range map[string]*inbox{"3.1.1 guest": guest.in, "v5 guest": guest5.in} {
+		for _, m := range in.all() {
+			if strings.HasPrefix(m.Topic, "private/") {
+				t.Errorf("%s denied reading private/ received %v", name, m)
+			}
+		}
+	}
+}
