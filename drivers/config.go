@@ -102,6 +102,20 @@ type DeviceConfig struct {
 	Shunt      float64  `yaml:"shunt"`       // ina219: shunt resistance in ohms (default 0.1)
 	MaxCurrent float64  `yaml:"max_current"` // ina219: amperes (default 3.2)
 	Inputs     []string `yaml:"inputs"`      // ads1115: a0..a3, a0-a1, a0-a3, a1-a3, a2-a3 (default a0..a3)
+
+	// Keys of the serial-line, modbus-rtu and system drivers, added by their
+	// author (the framework had none for them yet); the drivers' files say
+	// what each means.
+	Regex      string           `yaml:"regex"`      // serial-line: named groups are channels
+	Fields     []string         `yaml:"fields"`     // serial-line: CSV column names, "" skips a column
+	Separator  string           `yaml:"separator"`  // serial-line: CSV separator (default ",")
+	Parity     string           `yaml:"parity"`     // modbus-rtu: none (default), even, odd
+	StopBits   int              `yaml:"stop_bits"`  // modbus-rtu: 1 or 2 (default 2 without parity, 1 with)
+	Timeout    time.Duration    `yaml:"timeout"`    // modbus-rtu: per request (default 500ms)
+	Slaves     []ModbusSlave    `yaml:"slaves"`     // modbus-rtu: slaves with their registers
+	Registers  []ModbusRegister `yaml:"registers"`  // modbus-rtu: registers, each naming its slave
+	Mounts     []string         `yaml:"mounts"`     // system: mount points for disk usage (default "/")
+	Interfaces []string         `yaml:"interfaces"` // system: network interfaces (default every one but lo)
 }
 
 // ChannelConfig adjusts one channel's published value and its discovery

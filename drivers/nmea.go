@@ -143,9 +143,9 @@ func nmeaCoord(f, hemi string, maxDeg float64) (v float64, ok bool, err error) {
 // whether it is known; a value that the latest sentence left empty (no fix)
 // becomes unknown rather than keeping an old position.
 type gpsState struct {
-	Quality     int  // GGA fix quality: 0 invalid, 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, 6 dead reckoning...
-	HasQuality  bool //
-	Mode        int  // GSA fix type: 1 none, 2 2D, 3 3D
+	Quality     int // GGA fix quality: 0 invalid, 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, 6 dead reckoning...
+	HasQuality  bool
+	Mode        int // GSA fix type: 1 none, 2 2D, 3 3D
 	HasMode     bool
 	Lat, Lon    float64
 	HasPos      bool

@@ -398,5 +398,5 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 
 // serialLineSettingsOf reads the serial-line keys of cfg.
 func serialLineSettingsOf(cfg *DeviceConfig) serialLineSettings {
-	return serialLineSettings{}
+	return serialLineSettings{Regex: cfg.Regex, Fields: cfg.Fields, Separator: cfg.Separator}
 }
