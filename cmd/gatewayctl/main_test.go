@@ -35,6 +35,16 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// Under make test-arm the binary is for the emulated architecture:
+	// run it through the same qemu-user emulator as this test.
+	if q := os.Getenv("GATEWAYD_QEMU_USER"); q != "" {
+		w := bin + "-qemu"
+		if err := os.WriteFile(w, []byte("#!/bin/sh\nexec "+q+" "+bin+" \"$@\"\n"), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		bin = w
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
