@@ -115,3 +115,38 @@ bench:
 
 clean:
 	rm -rf $(BIN) $(DIST)
+
+# ---------------------------------------------------------------------------
+# Kernel-in-the-loop and ARM tests, owned by the board test work
+# (scripts/board-test). Self-contained block. See README.md, "Kernel-in-the-loop tests".
+.PHONY: test-board test-arm test-arm-deps
+
+BOARD_ARCHES     ?= amd64 arm64 armhf
+ARM_TEST_TIMEOUT ?= 20m
+
+## test-board: gatewayd on Debian's kernel under qemu (amd64, arm64, armhf)
+## with simulated GPIO, I2C and serial hardware.
+test-board:
+	scripts/board-test $(BOARD_ARCHES)
+
+## test-arm: the unit tests built for linux/arm (GOARM=6) and linux/arm64,
+## run under qemu-user (qemu-arm-static, qemu-aarch64-static; no binfmt).
+test-arm: test-deps test-arm-deps
+	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-arm-static CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 \
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-arm-static ./...
+	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-aarch64-static CGO_ENABLED=0 GOOS=linux GOARCH=arm64 \
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-aarch64-static ./...
+
+test-arm-deps:
+	@command -v qemu-arm-static >/dev/null 2>&1 && command -v qemu-aarch64-static >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing qemu-user-static (needed by make test-arm)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends qemu-user-static </dev/null || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends qemu-user-static </dev/null; }; \
+	else \
+		echo "make test-arm needs qemu-user-static:"; \
+		echo "    sudo apt-get install qemu-user-static"; \
+		exit 1; \
+	fi
+# ---------------------------------------------------------------------------
