@@ -150,3 +150,35 @@ test-arm-deps:
 		exit 1; \
 	fi
 # ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# The appliance: systemd unit, releases and .deb packages. Owned by the
+# appliance work (systemd/, packaging/, scripts/flash). Self-contained block.
+.PHONY: verify-unit appliance-deps
+
+# Debian tools the appliance tests use; installed as root when missing,
+# otherwise the tests that need them skip and say why.
+APPLIANCE_TOOLS := systemd-analyze:systemd dpkg-deb:dpkg mcopy:mtools mkfs.vfat:dosfstools \
+	mkfs.ext4:e2fsprogs sfdisk:fdisk xz:xz-utils
+
+appliance-deps:
+	@missing=; for t in $(APPLIANCE_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$missing (needed by the appliance tests)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $$missing </dev/null || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends $$missing </dev/null; }; \
+	else \
+		echo "the appliance tests need:$$missing (sudo apt-get install$$missing); they skip without them"; \
+	fi
+
+## verify-unit: check the systemd unit, sysusers and tmpfiles files with
+## systemd's own tools, and gatewayd's notify protocol (READY, STATUS,
+## WATCHDOG, RELOADING, STOPPING) under a fake NOTIFY_SOCKET.
+verify-unit: appliance-deps
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -v ./systemd
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -run 'SystemdNotify|NoNotifySocket|HealthProbe' ./cmd/gatewayd
+# ---------------------------------------------------------------------------

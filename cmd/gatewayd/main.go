@@ -158,16 +158,23 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		fmt.Fprintf(stdout, "gatewayd %s: MQTT broker listening on %s (listener %s)\n", versionString(), a, listenerName(cfg.Broker, i))
 	}
 	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
+	// systemd (Type=notify): ready only now, with everything above up.
+	status := func() string { return statusLine(srv) }
+	sdNotify(log, "READY=1\nSTATUS="+status())
+	go runWatchdog(ctx, log, newHealthProbe(srv, store).check, status)
 
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
 		case <-hup:
+			sdReloading(log)
 			reload(log, &level, srv, *configPath, *logLevel, *logFormat, cfg)
+			sdNotify(log, "READY=1\nSTATUS="+status())
 		}
 	}
 	stop() // a second signal ends the process at once
+	sdNotify(log, "STOPPING=1\nSTATUS=shutting down")
 	log.Info("shutting down", "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
