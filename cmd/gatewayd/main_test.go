@@ -102,7 +102,13 @@ func start(t *testing.T, dir string, env []string, stderrFile *os.File, args ...
 		dir = t.TempDir()
 	}
 	p := &proc{t: t, lines: make(chan string, 100), done: make(chan struct{})}
-	p.cmd = exec.Command(gatewayd, args...)
+	if q := os.Getenv("GATEWAYD_QEMU_USER"); q != "" {
+		// Tests built for another architecture (make test-arm) run under
+		// qemu-user, and so must the gatewayd they build.
+		p.cmd = exec.Command(q, append([]string{gatewayd}, args...)...)
+	} else {
+		p.cmd = exec.Command(gatewayd, args...)
+	}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(cleanEnv(), env...)
 	if stderrFile != nil {
