@@ -29,6 +29,7 @@ import (
 
 	"gatewayd/broker"
 	"gatewayd/broker/client"
+	"gatewayd/broker/packet"
 	"gatewayd/broker/state"
 )
 
@@ -430,6 +431,8 @@ func connect(t *testing.T, o client.Options) *client.Client {
 
 // recorder collects the messages a subscriber receives.
 type recorder struct {
+	c    *client.Client // the subscriber, for cloudSubscriber
+	opts client.Options
 	mu   sync.Mutex
 	msgs []*client.Message
 	more chan struct{}
@@ -471,18 +474,24 @@ func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func
 	}
 }
 
-// cloudSubscriber is a client of mosquitto with a persistent session: what
+// cloudSubscriber is a client of mosquitto with a persistent session (ids
+// are unique per test, so the first connection finds none): what
 // the bridge delivered reaches it even across its own or mosquitto's
 // restarts. That is what "arrived upstream" means in these tests.
 func cloudSubscriber(t *testing.T, m *mosquitto, id string, filters ...string) *recorder {
 	t.Helper()
 	rec := newRecorder()
-	c := connect(t, client.Options{
+	rec.opts = client.Options{
 		URL: m.URL(), ClientID: id, Username: cloudUser, Password: cloudPass,
-		CleanStart: true, SessionExpiry: time.Hour, AutoReconnect: true,
+		// MQTT 3.1.1 with a persistent session: mosquitto 2.0.11 was seen
+		// here to lose what it had queued for an MQTT 5 session (session
+		// expiry set) across its own restart, and not for a 3.1.1 one.
+		Protocol: packet.V311, AutoReconnect: true,
 		Backoff:        client.Backoff{Base: 50 * time.Millisecond, Cap: 500 * time.Millisecond},
 		DefaultHandler: rec.handle,
-	})
+	}
+	c := connect(t, rec.opts)
+	rec.c = c
 	var subs []client.Subscription
 	for _, f := range filters {
 		subs = append(subs, client.Subscription{Filter: f, QoS: 2})
@@ -491,6 +500,23 @@ func cloudSubscriber(t *testing.T, m *mosquitto, id string, filters ...string) *
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// offline disconnects a cloud subscriber: its session stays on mosquitto,
+// which queues what arrives for it.
+func (r *recorder) offline(t *testing.T) {
+	t.Helper()
+	if err := r.c.Disconnect(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// online reconnects it to its session: mosquitto sends what it queued.
+func (r *recorder) online(t *testing.T) {
+	t.Helper()
+	o := r.opts
+	o.CleanStart = false
+	r.c = connect(t, o)
 }
 
 // localClient connects to the gateway's broker.

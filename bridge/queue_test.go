@@ -78,9 +78,9 @@ func TestQueueBoundsByPolicy(t *testing.T) {
 
 // Messages older than queue.max_age are dropped and counted as expired.
 func TestQueueMaxAge(t *testing.T) {
-	e := newQueueEnv(t, Queue{MaxAge: 300 * time.Millisecond})
+	e := newQueueEnv(t, Queue{MaxAge: 2 * time.Second})
 	publishSeq(t, e.pub, "sensors/seq", 1, 0, 5)
-	for e.b.Stats().OldestQueued <= 400*time.Millisecond {
+	for e.b.Stats().OldestQueued <= 2100*time.Millisecond {
 		time.Sleep(20 * time.Millisecond)
 	}
 	publishSeq(t, e.pub, "sensors/seq", 1, 5, 5)
