@@ -1,0 +1,79 @@
+package main
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// roundTrip publishes on c and waits for its own subscription to deliver it.
+func roundTrip(t *testing.T, c paho.Client, got <-chan string, payload string) {
+	t.Helper()
+	if tok := c.Publish("reload/t", 1, false, payload); !tok.WaitTimeout(hangGuard) || tok.Error() != nil {
+		t.Fatalf("publish %q: %v", payload, tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p != payload {
+			t.Fatalf("got %q, want %q", p, payload)
+		}
+	case <-time.After(hangGuard):
+		t.Fatalf("%q never delivered", payload)
+	}
+}
+
+// A SIGHUP, with a good or a broken configuration, leaves connected clients
+// connected: a paho client keeps its one connection and its subscription.
+func TestSIGHUPKeepsAConnectedPahoClientConnected(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := brokerConfig(dir, addr)
+	path := writeConfig(t, dir, cfg)
+	p := start(t, dir, nil, nil, "--config", path)
+	p.waitListening()
+
+	connects := make(chan struct{}, 10)
+	lost := make(chan error, 10)
+	got := make(chan string, 10)
+	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("reload-watcher").
+		SetAutoReconnect(false).SetConnectRetry(false).
+		SetOnConnectHandler(func(paho.Client) { connects <- struct{}{} }).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(hangGuard) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(0)
+	if tok := c.Subscribe("reload/t", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(hangGuard) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	roundTrip(t, c, got, "before")
+
+	// A second listener and a new log level: valid, the client stays.
+	second := freeAddr(t)
+	writeConfig(t, dir, cfg+"    - name: second\n      address: "+second+"\nlog:\n  level: debug\n")
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(`msg="configuration reloaded"`)
+	roundTrip(t, c, got, "after a good reload")
+
+	// A broken file: logged with file:line, the old configuration runs on.
+	writeConfig(t, dir, cfg+"  listeners_typo: []\n")
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(path + ":8: broker.listeners_typo: unknown key")
+	roundTrip(t, c, got, "after a broken reload")
+
+	select {
+	case err := <-lost:
+		t.Errorf("connection lost across SIGHUP: %v", err)
+	default:
+	}
+	if n := len(connects); n != 1 {
+		t.Errorf("%d connects, want the first one only", n)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+}
