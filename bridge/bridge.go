@@ -276,6 +276,18 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return fmt.Errorf("bridge %s: local subscribe: %w", b.cfg.Name, err)
 		}
 	}
+	// Rules removed since the last start would otherwise keep queuing.
+	var stale []string
+	for _, f := range b.srv.ClientSubscriptions(b.localID) {
+		if !seen[f] {
+			stale = append(stale, f)
+		}
+	}
+	if len(stale) > 0 {
+		if err := lc.Unsubscribe(ctx, stale...); err != nil {
+			b.log.Warn("bridge: dropping subscriptions of removed rules", "filters", stale, "err", err)
+		}
+	}
 	b.wg.Add(2)
 	go b.runRemote()
 	go b.runSys()

@@ -200,3 +200,21 @@ func TestBridgeSysTopics(t *testing.T) {
 	defer cancel()
 	_ = ctx
 }
+
+// A rule removed from the configuration stops queuing at the next start.
+func TestRemovedRuleIsUnsubscribed(t *testing.T) {
+	m := startMosquitto(t)
+	g := startGateway(t, t.TempDir())
+	cfg := basicConfig(m.URL())
+	cfg.Topics = append(cfg.Topics, Rule{Pattern: "#", LocalPrefix: "old/", RemotePrefix: "gw1/old/"})
+	b := startBridge(t, g, cfg)
+	if got := g.srv.ClientSubscriptions(b.localID); len(got) != 2 {
+		t.Fatalf("subscriptions %v", got)
+	}
+	stopBridge(t, b)
+	cfg.Topics = cfg.Topics[:1]
+	b = startBridge(t, g, cfg)
+	if got := g.srv.ClientSubscriptions(b.localID); len(got) != 1 || got[0] != "sensors/#" {
+		t.Errorf("subscriptions after the rule was removed: %v", got)
+	}
+}

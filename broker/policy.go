@@ -245,3 +245,22 @@ func (s *Server) dropHeadLocked(se *session, t *tx) {
 func (cp *clientPolicy) tooOld(ob *outbound, now time.Time) bool {
 	return cp != nil && cp.MaxAge > 0 && !ob.msg.Created.IsZero() && now.Sub(ob.msg.Created) > cp.MaxAge
 }
+
+// ClientSubscriptions returns the topic filters of clientID's session, for
+// an in-process client that must drop the ones its configuration no longer
+// has (the upstream bridge after a configuration change).
+func (s *Server) ClientSubscriptions(clientID string) []string {
+	s.mu.Lock()
+	se := s.sessions[clientID]
+	s.mu.Unlock()
+	if se == nil {
+		return nil
+	}
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	out := make([]string, 0, len(se.subs))
+	for f := range se.subs {
+		out = append(out, f)
+	}
+	return out
+}
