@@ -952,6 +952,16 @@ func (c *rawClient) expect(typ byte) *rawPacket {
 	return p
 }
 
+// expectAny reads the next packet, whatever it is.
+func (c *rawClient) expectAny() *rawPacket {
+	c.t.Helper()
+	p, err := c.next(waitTimeout)
+	if err != nil {
+		c.t.Fatalf("%s: want a packet, got error %v", c.name, err)
+	}
+	return p
+}
+
 // expectPublish reads the next packet and fails unless it is a PUBLISH.
 func (c *rawClient) expectPublish() *rawPublish {
 	c.t.Helper()
