@@ -103,6 +103,9 @@ func TestPasswdExitStatus(t *testing.T) {
 // appears in what the terminal shows, and the entry verifies; two different
 // answers change nothing and exit 1.
 func TestPasswdPromptsWithoutEcho(t *testing.T) {
+	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
+		t.Skip("under qemu-user (make test-arm) the terminal's echo setting does not reach the pseudo-terminal")
+	}
 	file := filepath.Join(t.TempDir(), "passwd")
 	run := func(first, second string) (string, int) {
 		t.Helper()
