@@ -7,6 +7,8 @@
 //
 // Settings come from the kernel command line (gwcheck.serial=/dev/ttyS1,
 // gwcheck.edge=falling to break the gpio-in configuration on purpose).
+//go:build linux
+
 package main
 
 import (
