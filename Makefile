@@ -28,7 +28,7 @@ CMDS := $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/main.go))))
 CROSS := linux-armv6=arm/6 linux-armv7=arm/7 linux-arm64=arm64/
 
 TEST_TIMEOUT ?= 6m
-FUZZ_PKGS    ?= ./broker/packet
+FUZZ_PKGS    ?= ./broker/packet ./broker ./broker/state
 FUZZTIME     ?= 10s
 LONG_FUZZTIME ?= 5m
 
@@ -106,10 +106,20 @@ fuzz:
 	done
 
 # ---------------------------------------------------------------------------
-# bench: placeholder, owned by the benchmarks work (scripts/bench), which will
-# replace it with the side-by-side harness. Keep it self-contained.
-## bench: the broker's Go benchmarks.
-bench:
+# bench: the side-by-side harness in scripts/bench (its own Go module, so the
+# peers never enter gatewayd's go.mod). It starts gatewayd, Debian's mosquitto,
+# mochi-mqtt and a zero-logic forwarder on loopback, runs every workload
+# against each in turn and rewrites the table in docs/BENCHMARKS.md.
+## bench: side-by-side benchmarks (about 10 minutes); bench-smoke: seconds-long run.
+.PHONY: bench-smoke bench-go
+bench: test-deps
+	cd scripts/bench && $(GO) run ./cmd/bench -nice -10 -out ../../docs/BENCHMARKS.md
+
+bench-smoke: test-deps
+	cd scripts/bench && $(GO) vet ./... && $(GO) test ./... && $(GO) run ./cmd/bench -smoke
+
+## bench-go: the Go benchmarks of the codec, topic index, broker and store.
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem ./broker/...
 # ---------------------------------------------------------------------------
 
