@@ -8,6 +8,7 @@ import (
 	"gatewayd/broker"
 	"gatewayd/broker/state"
 	"gatewayd/config"
+	"gatewayd/metrics"
 )
 
 // Config is the whole gatewayd configuration file. Each section is the config
@@ -22,6 +23,8 @@ type Config struct {
 	Store  state.Config  `yaml:"store"`
 	Log    LogConfig     `yaml:"log"`
 	Broker broker.Config `yaml:"broker"`
+	// Metrics configures the Prometheus endpoint; off unless an address is set.
+	Metrics metrics.Config `yaml:"metrics"`
 }
 
 // LogConfig configures gatewayd's own log (stderr).
@@ -61,6 +64,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, config.Prefix("store", c.Store.Validate()))
 	errs = append(errs, config.Prefix("log", c.Log.Validate()))
 	errs = append(errs, config.Prefix("broker", c.Broker.Validate()))
+	errs = append(errs, config.Prefix("metrics", c.Metrics.Validate()))
 	return errors.Join(errs...)
 }
 

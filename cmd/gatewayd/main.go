@@ -154,6 +154,13 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		}
 		return exitStart
 	}
+	stopMetrics, err := startMetrics(cfg.Metrics, srv, store, log)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		printErr(stderr, file.Locate(err))
+		return exitStart
+	}
+	defer stopMetrics()
 	for i, a := range srv.Addrs() {
 		fmt.Fprintf(stdout, "gatewayd %s: MQTT broker listening on %s (listener %s)\n", versionString(), a, listenerName(cfg.Broker, i))
 	}
@@ -236,6 +243,9 @@ func restartOnly(running, next Config) []string {
 	}
 	if running.Log.Format != next.Log.Format {
 		keys = append(keys, "log.format")
+	}
+	if running.Metrics != next.Metrics {
+		keys = append(keys, "metrics")
 	}
 	if !reflect.DeepEqual(withoutReloadable(running.Broker), withoutReloadable(next.Broker)) {
 		keys = append(keys, "broker")
