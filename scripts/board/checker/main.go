@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command checker runs inside the board test's virtual machine (see
 // scripts/board-test): it sets up the simulated hardware (a gpio-sim bank,
 // BME280 registers on i2c-stub), starts the real gatewayd on a configuration
@@ -7,8 +9,6 @@
 //
 // Settings come from the kernel command line (gwcheck.serial=/dev/ttyS1,
 // gwcheck.edge=falling to break the gpio-in configuration on purpose).
-//go:build linux
-
 package main
 
 import (
