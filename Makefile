@@ -164,7 +164,17 @@ test-arm-deps:
 # ---------------------------------------------------------------------------
 # The appliance: systemd unit, releases and .deb packages. Owned by the
 # appliance work (systemd/, packaging/, scripts/flash). Self-contained block.
-.PHONY: verify-unit appliance-deps
+.PHONY: verify-unit appliance-deps release deb
+
+## release: static binaries (linux armv6, armv7, arm64, amd64), .deb packages
+## (armhf, arm64, amd64) and SHA256SUMS in dist/release; reproducible.
+release:
+	packaging/release -o $(DIST)/release
+
+## deb: only the .deb packages, in dist/release (DEB_ARCHES=amd64 for one).
+DEB_ARCHES ?= armhf arm64 amd64
+deb:
+	packaging/release -o $(DIST)/release --debs-only $(DEB_ARCHES)
 
 # Debian tools the appliance tests use; installed as root when missing,
 # otherwise the tests that need them skip and say why.
