@@ -119,7 +119,7 @@ func TestDebContentsPermissionsConffilesAndScripts(t *testing.T) {
 
 	scripts := map[string][]string{
 		"postinst": {"systemd-sysusers gatewayd.conf", "systemd-tmpfiles --create gatewayd.conf",
-			"systemctl enable gatewayd.service", "[ -d /run/systemd/system ]", "systemctl start gatewayd.service"},
+			"systemctl enable gatewayd.service", "[ -d /run/systemd/system ]", "systemctl --no-block start gatewayd.service"},
 		"prerm":  {"systemctl stop gatewayd.service"},
 		"postrm": {`[ "$1" = purge ]`, "rm -rf /var/lib/gatewayd"},
 	}
