@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"gatewayd/bridge"
 	"gatewayd/broker"
 	"gatewayd/broker/state"
 	"gatewayd/config"
@@ -25,6 +26,9 @@ type Config struct {
 	Broker broker.Config `yaml:"broker"`
 	// Metrics configures the Prometheus endpoint; off unless an address is set.
 	Metrics metrics.Config `yaml:"metrics"`
+	// Bridges forward to cloud brokers; they start after the broker and
+	// stop before it.
+	Bridges bridge.Configs `yaml:"bridges"`
 }
 
 // LogConfig configures gatewayd's own log (stderr).
@@ -64,6 +68,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, config.Prefix("store", c.Store.Validate()))
 	errs = append(errs, config.Prefix("log", c.Log.Validate()))
 	errs = append(errs, config.Prefix("broker", c.Broker.Validate()))
+	errs = append(errs, config.Prefix("bridges", c.Bridges.Validate()))
 	errs = append(errs, config.Prefix("metrics", c.Metrics.Validate()))
 	return errors.Join(errs...)
 }

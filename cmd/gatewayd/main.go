@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"gatewayd/bridge"
 	"gatewayd/broker"
 	"gatewayd/broker/state"
 	"gatewayd/config"
@@ -164,6 +165,14 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	for i, a := range srv.Addrs() {
 		fmt.Fprintf(stdout, "gatewayd %s: MQTT broker listening on %s (listener %s)\n", versionString(), a, listenerName(cfg.Broker, i))
 	}
+	bridges, err := startBridges(ctx, cfg, srv, log)
+	if err != nil {
+		printErr(stderr, err)
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		srv.Shutdown(sctx)
+		cancel()
+		return exitStart
+	}
 	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
 	// systemd (Type=notify): ready only now, with everything above up.
 	status := func() string { return statusLine(srv) }
@@ -185,6 +194,7 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	log.Info("shutting down", "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	stopBridges(sctx, bridges, log)
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("shutdown did not complete", "err", err)
 		return exitStart
@@ -322,5 +332,34 @@ func listenHint(file *config.File, c broker.Config, err error, builtin bool) str
 func printErr(w io.Writer, err error) {
 	for _, line := range strings.Split(err.Error(), "\n") {
 		fmt.Fprintln(w, "gatewayd: "+line)
+	}
+}
+
+// startBridges starts the configured bridges on the running broker.
+func startBridges(ctx context.Context, cfg Config, srv *broker.Server, log *slog.Logger) ([]*bridge.Bridge, error) {
+	var out []*bridge.Bridge
+	for _, bc := range cfg.Bridges {
+		b, err := bridge.New(bc, bridge.Options{GatewayID: cfg.GatewayID, Broker: srv, Logger: log, SysInterval: cfg.Broker.SysInterval})
+		if err == nil {
+			err = b.Start(ctx)
+		}
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			stopBridges(sctx, out, log)
+			cancel()
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// stopBridges stops the bridges (before the broker): what they have not
+// delivered stays queued in the broker's store.
+func stopBridges(ctx context.Context, bs []*bridge.Bridge, log *slog.Logger) {
+	for _, b := range bs {
+		if err := b.Stop(ctx); err != nil {
+			log.Error("bridge did not stop in time", "bridge", b.Name(), "err", err)
+		}
 	}
 }
