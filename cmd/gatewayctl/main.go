@@ -47,6 +47,7 @@ const usage = `Usage:
   gatewayctl sub [options] -t FILTER [-t FILTER...] [FILTER...]
   gatewayctl pub [options] -t TOPIC (-m MESSAGE | -f FILE | -s | -n)
   gatewayctl passwd [-c] [-D] [--stdin] FILE USER
+  gatewayctl hw
 
 Run "gatewayctl sub -help" or "gatewayctl pub -help" for the options.
 `
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPub(ctx, args[1:], stdin, stderr)
 	case "passwd":
 		return runPasswd(args[1:], stdin, stdout, stderr)
+	case "hw":
+		return runHW(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

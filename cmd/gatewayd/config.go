@@ -9,6 +9,7 @@ import (
 	"gatewayd/broker"
 	"gatewayd/broker/state"
 	"gatewayd/config"
+	"gatewayd/drivers"
 	"gatewayd/metrics"
 )
 
@@ -29,6 +30,20 @@ type Config struct {
 	// Bridges forward to cloud brokers; they start after the broker and
 	// stop before it.
 	Bridges bridge.Configs `yaml:"bridges"`
+
+	// The drivers section (drivers.Config), at the top level of the file:
+	// devices and how their readings are published.
+	TopicPrefix   string                      `yaml:"topic_prefix"`
+	Payload       string                      `yaml:"payload"`
+	HomeAssistant drivers.HomeAssistantConfig `yaml:"homeassistant"`
+	BrokerURL     string                      `yaml:"broker_url"`
+	Devices       []drivers.DeviceConfig      `yaml:"devices"`
+}
+
+// Drivers is the drivers section as package drivers takes it.
+func (c *Config) Drivers() drivers.Config {
+	return drivers.Config{TopicPrefix: c.TopicPrefix, Payload: c.Payload, HomeAssistant: c.HomeAssistant,
+		BrokerURL: c.BrokerURL, Devices: c.Devices}
 }
 
 // LogConfig configures gatewayd's own log (stderr).
@@ -43,11 +58,15 @@ func DefaultConfig() Config {
 	if err != nil || id == "" {
 		id = "gatewayd"
 	}
+	d := drivers.DefaultConfig()
 	return Config{
-		GatewayID: id,
-		DataDir:   "./data",
-		Log:       LogConfig{Level: "info", Format: "text"},
-		Broker:    broker.DefaultConfig(),
+		GatewayID:     hostID(id),
+		DataDir:       "./data",
+		Log:           LogConfig{Level: "info", Format: "text"},
+		Broker:        broker.DefaultConfig(),
+		TopicPrefix:   d.TopicPrefix,
+		Payload:       d.Payload,
+		HomeAssistant: d.HomeAssistant,
 	}
 }
 
@@ -69,6 +88,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, config.Prefix("log", c.Log.Validate()))
 	errs = append(errs, config.Prefix("broker", c.Broker.Validate()))
 	errs = append(errs, config.Prefix("bridges", c.Bridges.Validate()))
+	d := c.Drivers()
+	errs = append(errs, d.Validate())
 	errs = append(errs, config.Prefix("metrics", c.Metrics.Validate()))
 	return errors.Join(errs...)
 }
@@ -83,4 +104,21 @@ func (c *LogConfig) Validate() error {
 		errs = append(errs, config.Errorf("format", "%q is not one of text, json", c.Format))
 	}
 	return errors.Join(errs...)
+}
+
+// hostID makes a host name a gateway id devices can use (a topic level and
+// Home Assistant node_id: letters, digits, '_' and '-'): its first label,
+// other characters replaced by '-'.
+func hostID(host string) string {
+	host, _, _ = strings.Cut(host, ".")
+	id := []byte(host)
+	for i, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			id[i] = '-'
+		}
+	}
+	if len(id) == 0 {
+		return "gatewayd"
+	}
+	return string(id)
 }

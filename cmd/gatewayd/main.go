@@ -165,6 +165,14 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	for i, a := range srv.Addrs() {
 		fmt.Fprintf(stdout, "gatewayd %s: MQTT broker listening on %s (listener %s)\n", versionString(), a, listenerName(cfg.Broker, i))
 	}
+	devices, err := startDevices(cfg, srv, log)
+	if err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		srv.Shutdown(sctx)
+		cancel()
+		printErr(stderr, file.Locate(err))
+		return exitConfig
+	}
 	bridges, err := startBridges(ctx, cfg, srv, log)
 	if err != nil {
 		printErr(stderr, err)
@@ -194,6 +202,7 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	log.Info("shutting down", "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	devices.stop(sctx) // outputs to their safe state, devices offline, before the broker goes
 	stopBridges(sctx, bridges, log)
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("shutdown did not complete", "err", err)
