@@ -6,10 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"gatewayd/broker/auth"
 )
@@ -110,11 +112,35 @@ func TestPasswdPromptsWithoutEcho(t *testing.T) {
 	run := func(first, second string) (string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, "passwd", "-c", file, "alice")
-		tty, err := pty.Start(cmd)
+		tty, term, err := pty.Open()
 		if err != nil {
 			t.Skipf("no pseudo-terminal: %v", err)
 		}
 		defer tty.Close()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = term, term, term
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The prompt is printed just before echo is turned off: type only
+		// once it is off, as a person would.
+		echoOff := func() {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				tio, err := unix.IoctlGetTermios(int(term.Fd()), unix.TCGETS)
+				if err != nil {
+					t.Fatalf("reading the terminal's settings: %v", err)
+				}
+				if tio.Lflag&unix.ECHO == 0 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("echo still on after the prompt")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 		var shown strings.Builder
 		expect := func(prompt string) {
 			t.Helper()
@@ -129,12 +155,15 @@ func TestPasswdPromptsWithoutEcho(t *testing.T) {
 			}
 		}
 		expect("Password: ")
+		echoOff()
 		io.WriteString(tty, first+"\n")
 		expect("Reenter password: ")
+		echoOff()
 		io.WriteString(tty, second+"\n")
-		rest, _ := io.ReadAll(tty) // until the command exits (EIO)
-		shown.Write(rest)
 		cmd.Wait()
+		term.Close()
+		rest, _ := io.ReadAll(tty) // what is left, until EIO
+		shown.Write(rest)
 		return shown.String(), cmd.ProcessState.ExitCode()
 	}
 
