@@ -16,6 +16,7 @@ type runningDevices struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	hw     *board.Board
+	runner *drivers.Runner // for Stats (metrics, systemd status)
 }
 
 // startDevices runs the configured devices on the board, each an MQTT client
@@ -39,7 +40,7 @@ func startDevices(cfg Config, srv *broker.Server, log *slog.Logger) (*runningDev
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &runningDevices{cancel: cancel, done: make(chan struct{}), hw: hw}
+	d := &runningDevices{cancel: cancel, done: make(chan struct{}), hw: hw, runner: r}
 	go func() {
 		defer close(d.done)
 		r.Run(ctx)

@@ -155,7 +155,8 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		}
 		return exitStart
 	}
-	stopMetrics, err := startMetrics(cfg.Metrics, srv, store, log)
+	var parts components
+	stopMetrics, err := startMetrics(cfg.Metrics, srv, store, &parts, log)
 	if err != nil {
 		srv.Shutdown(context.Background())
 		printErr(stderr, file.Locate(err))
@@ -183,7 +184,8 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	}
 	log.Info("gatewayd started", "version", versionString(), "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir, "config", file.Name)
 	// systemd (Type=notify): ready only now, with everything above up.
-	status := func() string { return statusLine(srv) }
+	parts.attach(devices, bridges)
+	status := func() string { return statusLine(srv, parts.statusParts()...) }
 	sdNotify(log, "READY=1\nSTATUS="+status())
 	go runWatchdog(ctx, log, newHealthProbe(srv, store).check, status)
 

@@ -140,7 +140,10 @@ func pingBroker(ctx context.Context, srv *broker.Server) error {
 	if resp[0] != 0xD0 {
 		return fmt.Errorf("got % x, want PINGRESP", resp)
 	}
-	c.Write([]byte{0xE0, 0}) // DISCONNECT
+	// DISCONNECT, then wait for the broker to close its end, so that the
+	// probe is gone from the client count before the status line is made.
+	c.Write([]byte{0xE0, 0})
+	io.Copy(io.Discard, c)
 	return nil
 }
 
