@@ -48,6 +48,7 @@ const usage = `Usage:
   gatewayctl pub [options] -t TOPIC (-m MESSAGE | -f FILE | -s | -n)
   gatewayctl passwd [-c] [-D] [--stdin] FILE USER
   gatewayctl hw
+  gatewayctl status [options] [-prefix PREFIX] [-w DURATION]
 
 Run "gatewayctl sub -help" or "gatewayctl pub -help" for the options.
 `
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPasswd(args[1:], stdin, stdout, stderr)
 	case "hw":
 		return runHW(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
