@@ -108,6 +108,7 @@ type tx struct {
 	locked bool // holds storeMu and collects ops
 	ops    []state.Op
 	puts   []*message // messages already in ops
+	holds  []*hold    // sends waiting for this batch (see holdLocked)
 }
 
 func (s *Server) begin() tx {
@@ -163,6 +164,14 @@ func (t *tx) commit(done func(error)) {
 	t.ops = nil
 	if done == nil {
 		done = s.logCommitError
+	}
+	if holds := t.holds; len(holds) > 0 {
+		t.holds = nil
+		inner := done
+		done = func(err error) {
+			inner(err)
+			s.releaseHolds(holds, err)
+		}
 	}
 	s.store.Commit(b, done)
 	s.storeMu.Unlock()

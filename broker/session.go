@@ -45,6 +45,11 @@ type session struct {
 	nextSeq     uint64
 	queuedBytes int
 
+	// outq holds, in the order they must reach the client, the PUBLISH and
+	// PUBREL packets of a stored session that wait for the batch recording
+	// them (see holdLocked), and any sent after them.
+	outq []*hold
+
 	// inbound holds the QoS 2 ids received and awaiting PUBREL; the value
 	// says whether PUBREC may be sent (the store has the message), so a
 	// duplicate PUBLISH arriving before that is not acknowledged early.
@@ -66,6 +71,18 @@ type outbound struct {
 	phase  state.Phase
 	pid    uint16
 	shared string // the "$share/..." filter it came through, "" if none
+}
+
+// hold is one PUBLISH (phase Sent) or PUBREL (phase Released) in a session's
+// outq. The delivery is already in flight in memory (its packet id reserved,
+// its window slot taken); the packet goes out once every hold before it has.
+type hold struct {
+	se    *session
+	ob    *outbound
+	phase state.Phase
+	pid   uint16
+	wait  bool  // the batch recording it is not durable yet
+	err   error // that batch failed
 }
 
 // pendingWill is a will message with its delay.
@@ -193,6 +210,32 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 		}
 		ob.pid = se.allocPID()
 		p.PacketID = ob.pid
+		// A QoS 2 PUBLISH to a stored session goes out only once the store
+		// has its packet id (holdLocked): were the broker killed first, it
+		// would give the id to another message after the restart, which the
+		// client, still holding the first one awaiting PUBREL, would
+		// acknowledge without delivering. A QoS 1 PUBLISH needs no wait: a
+		// receiver keeps nothing per packet id, so the worst a restart can do
+		// is send it again under a new id, which QoS 1 allows. It still waits
+		// behind earlier held packets so the session's order is kept.
+		if wait := ob.qos == 2 && se.stored(s); wait || len(se.outq) > 0 {
+			if c.tooLargeFor(&p) {
+				s.stats.tooLarge.Add(1)
+				s.stats.dropped.Add(1)
+				s.removeLocked(se, ob, t)
+				continue
+			}
+			ob.phase = state.Sent
+			if se.inflight == nil {
+				se.inflight = make(map[uint16]*outbound)
+			}
+			se.inflight[ob.pid] = ob
+			if wait {
+				t.add(state.Op{Kind: state.OpUpdateOutbound, ClientID: se.id, Outbound: ob.record()})
+			}
+			s.holdLocked(se, t, ob, wait)
+			continue
+		}
 		switch c.sendPublish(&p, false) {
 		case tooLarge:
 			s.stats.tooLarge.Add(1)
@@ -215,11 +258,6 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 			se.inflight = make(map[uint16]*outbound)
 		}
 		se.inflight[ob.pid] = ob
-		if ob.qos == 2 && se.stored(s) {
-			// QoS 1 may be sent again under a new id after a restart; QoS 2
-			// must keep its id, or the client could deliver it twice.
-			t.add(state.Op{Kind: state.OpUpdateOutbound, ClientID: se.id, Outbound: ob.record()})
-		}
 	}
 	if se.pendHead == len(se.pending) {
 		se.pending = se.pending[:0]
@@ -232,6 +270,123 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 		clear(se.pending[n:])
 		se.pending = se.pending[:n]
 		se.pendHead = 0
+	}
+}
+
+// tooLargeFor reports whether p exceeds the client's Maximum Packet Size, as
+// sendPublish would find (a topic alias only makes it smaller).
+func (c *conn) tooLargeFor(p *packet.Publish) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.maxOut <= 0 {
+		return false
+	}
+	p.Props.Clear(packet.PropTopicAlias)
+	p.Props.TopicAlias = 0
+	return p.Size(c.version) > c.maxOut
+}
+
+// holdLocked puts ob's next packet (PUBLISH for phase Sent, PUBREL for
+// Released) at the end of se.outq. With wait, t holds the op recording that
+// phase, and the packet goes out from the done of t's batch; without, it only
+// keeps its place behind packets that wait.
+func (s *Server) holdLocked(se *session, t *tx, ob *outbound, wait bool) {
+	h := &hold{se: se, ob: ob, phase: ob.phase, pid: ob.pid, wait: wait}
+	se.outq = append(se.outq, h)
+	if wait {
+		t.holds = append(t.holds, h)
+	}
+}
+
+// releaseHolds runs when the batch holding holds is done: each session's
+// outq is sent as far as nothing before waits.
+func (s *Server) releaseHolds(holds []*hold, err error) {
+	for i, h := range holds {
+		if h == nil {
+			continue
+		}
+		se := h.se
+		se.mu.Lock()
+		for j := i; j < len(holds); j++ {
+			if g := holds[j]; g != nil && g.se == se {
+				g.wait, g.err = false, err
+				holds[j] = nil
+			}
+		}
+		s.flushLocked(se)
+		se.mu.Unlock()
+	}
+}
+
+// flushLocked sends se.outq up to the first packet still waiting for the
+// store, on the session's current connection. With no connection, nothing is
+// sent: the deliveries stay in flight, recorded, and go out again (PUBLISH
+// with DUP, or PUBREL) when the session resumes. A delivery acknowledged,
+// dropped or handed to another session meanwhile is skipped.
+//
+// When the store failed a batch, the delivery goes back to what the store
+// still has (a PUBLISH to the queue, its packet id free again; a PUBREL to
+// phase Sent), and the client is disconnected without
+// sending anything more: the session resumes from a state that matches the
+// store, and the pump retries when the client is back.
+func (s *Server) flushLocked(se *session) {
+	c := se.conn
+	now := time.Now()
+	var p packet.Publish
+	failed := false
+	n := 0
+	for ; n < len(se.outq); n++ {
+		h := se.outq[n]
+		if h.wait {
+			break
+		}
+		ob := h.ob
+		if se.inflight[h.pid] != ob || ob.phase != h.phase {
+			continue
+		}
+		if h.err != nil {
+			// Counted and logged by the batch's own done.
+			failed = true
+			if h.phase == state.Released {
+				ob.phase = state.Sent
+				continue
+			}
+			delete(se.inflight, h.pid)
+			ob.phase, ob.pid = state.Queued, 0
+			i := se.pendHead
+			for i < len(se.pending) && se.pending[i].seq < ob.seq {
+				i++
+			}
+			se.pending = slices.Insert(se.pending, i, ob)
+			continue
+		}
+		if c == nil || failed {
+			continue
+		}
+		if h.phase == state.Released {
+			c.sendAck(packet.PUBREL, h.pid, packet.Success, "")
+			continue
+		}
+		if !ob.fill(&p, now, false) {
+			// It expired while its record was written: send it with what
+			// is left, the least the interval may say.
+			p.Props.MessageExpiry = 1
+			p.Props.Set(packet.PropMessageExpiry)
+		}
+		if c.sendPublish(&p, false) == tooLarge {
+			// Checked before it was held, so the encoding failed: the
+			// session resumes without it (resumeLocked drops it).
+			failed = true
+		}
+	}
+	clear(se.outq[:n])
+	se.outq = se.outq[n:]
+	if len(se.outq) == 0 {
+		se.outq = nil
+	}
+	if failed && c != nil {
+		s.log.Warn("broker: disconnecting the client to resume its session from the stored state", "client", se.id)
+		c.closeNow()
 	}
 }
 
@@ -273,9 +428,20 @@ func setExpiry(pr *packet.Properties, expiry, now time.Time) bool {
 func (s *Server) resumeLocked(se *session, t *tx) {
 	c := se.conn
 	if len(se.inflight) > 0 {
+		// Deliveries still in outq go out from there, in order, once the
+		// store has them.
+		var held map[*outbound]bool
+		if len(se.outq) > 0 {
+			held = make(map[*outbound]bool, len(se.outq))
+			for _, h := range se.outq {
+				held[h.ob] = true
+			}
+		}
 		obs := make([]*outbound, 0, len(se.inflight))
 		for _, ob := range se.inflight {
-			obs = append(obs, ob)
+			if !held[ob] {
+				obs = append(obs, ob)
+			}
 		}
 		slices.SortFunc(obs, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
 		now := time.Now()
@@ -338,10 +504,17 @@ func (c *conn) acked(a *packet.Ack) {
 			delete(se.inflight, a.PacketID)
 			s.removeLocked(se, ob, &t)
 		default:
+			// As for a QoS 2 PUBLISH, PUBREL goes out once the store says
+			// Released: were the broker killed first, the message would be
+			// sent again as a PUBLISH the client has already received.
 			ob.phase = state.Released
-			c.sendAck(packet.PUBREL, a.PacketID, packet.Success, "")
 			if se.stored(s) {
 				t.add(state.Op{Kind: state.OpUpdateOutbound, ClientID: se.id, Outbound: ob.record()})
+				s.holdLocked(se, &t, ob, true)
+			} else if len(se.outq) > 0 {
+				s.holdLocked(se, &t, ob, false)
+			} else {
+				c.sendAck(packet.PUBREL, a.PacketID, packet.Success, "")
 			}
 		}
 	case packet.PUBCOMP:

@@ -357,3 +357,109 @@ func TestPubrecWaitsForCommitOnDuplicate(t *testing.T) {
 		t.Fatalf("%d messages queued for the offline session, want 1", q)
 	}
 }
+
+// holdCommits makes ts keep the done callbacks of the batches committed from
+// now on until release.
+func (ts *testStore) holdCommits() {
+	ts.mu.Lock()
+	ts.hold = true
+	ts.mu.Unlock()
+}
+
+// hasOutbound reports whether a batch committed since batch number from
+// records OpUpdateOutbound with phase for clientID.
+func (ts *testStore) hasOutbound(from int, clientID string, phase state.Phase) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, b := range ts.batches[min(from, len(ts.batches)):] {
+		for _, op := range b.Ops {
+			if op.Kind == state.OpUpdateOutbound && op.ClientID == clientID && op.Outbound.Phase == phase {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (ts *testStore) batchCount() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.batches)
+}
+
+// TestQoS2OutboundWaitsForCommit: to a persistent subscriber, a QoS 2 PUBLISH
+// is on the wire only once the batch recording it as Sent (with its packet id)
+// is done, and PUBREL only once the batch recording Released is. A QoS 1
+// message routed after it is not sent ahead of it. The PINGREQ sent while the
+// store holds the batch is answered first, which shows the packet was held.
+func TestQoS2OutboundWaitsForCommit(t *testing.T) {
+	ts := newTestStore()
+	_, addr := startServer(t, nil, Options{Store: ts})
+	sub := dialRaw(t, addr, packet.V311)
+	sub.mustConnect("durable", false)
+	sub.subscribe(1, "t/#", 2)
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", true)
+
+	from := ts.batchCount()
+	ts.holdCommits()
+	pub.publish("t/2", 2, false, 1, "exactly once")
+	pub.publish("t/1", 1, false, 2, "after it")
+	waitFor(t, "both routings held", func() bool { return ts.heldCount() >= 2 })
+	sub.send(&packet.Pingreq{})
+	if p := sub.next(); p.Type() != packet.PINGRESP {
+		t.Fatalf("subscriber got %v before the store recorded phase Sent, want PINGRESP", p.Type())
+	}
+	if !ts.hasOutbound(from, "durable", state.Sent) {
+		t.Fatal("no batch records the QoS 2 delivery as Sent")
+	}
+	ts.release(nil)
+	p := sub.nextPublish()
+	if string(p.Payload) != "exactly once" || p.QoS != 2 || p.Dup {
+		t.Fatalf("first delivery %+v", p)
+	}
+	if q1 := sub.nextPublish(); string(q1.Payload) != "after it" {
+		t.Fatalf("second delivery %q", q1.Payload)
+	} else {
+		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: q1.PacketID})
+	}
+
+	from = ts.batchCount()
+	ts.holdCommits()
+	sub.send(&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID})
+	waitFor(t, "Released batch held", func() bool { return ts.heldCount() > 0 && ts.hasOutbound(from, "durable", state.Released) })
+	sub.send(&packet.Pingreq{})
+	if got := sub.next(); got.Type() != packet.PINGRESP {
+		t.Fatalf("subscriber got %v before the store recorded phase Released, want PINGRESP", got.Type())
+	}
+	ts.release(nil)
+	if a := sub.nextAck(packet.PUBREL); a.PacketID != p.PacketID {
+		t.Fatalf("PUBREL id %d, want %d", a.PacketID, p.PacketID)
+	}
+	sub.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: p.PacketID})
+	pub.nextAck(packet.PUBREC)
+	pub.nextAck(packet.PUBACK)
+}
+
+// TestQoS2OutboundStoreFailure: when the batch recording a QoS 2 delivery as
+// Sent fails, nothing is sent and the subscriber is disconnected, to resume
+// from what the store has.
+func TestQoS2OutboundStoreFailure(t *testing.T) {
+	ts := newTestStore()
+	_, addr := startServer(t, nil, Options{Store: ts})
+	sub := dialRaw(t, addr, packet.V311)
+	sub.mustConnect("durable", false)
+	sub.subscribe(1, "t", 2)
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", true)
+
+	ts.holdCommits()
+	pub.publish("t", 2, false, 1, "retry me")
+	waitFor(t, "routing held", func() bool { return ts.heldCount() > 0 })
+	// The routing batch holds the Sent record: the publisher is refused,
+	// and the subscriber must see nothing and be disconnected.
+	ts.release(errors.New("disk full"))
+	if seen := sub.closed(); len(seen) != 0 {
+		t.Fatalf("subscriber got %v, want the connection closed with nothing sent", seen)
+	}
+}
