@@ -49,6 +49,7 @@ const usage = `Usage:
   gatewayctl passwd [-c] [-D] [--stdin] FILE USER
   gatewayctl hw
   gatewayctl status [options] [-prefix PREFIX] [-w DURATION]
+  gatewayctl check FILE
 
 Run "gatewayctl sub -help" or "gatewayctl pub -help" for the options.
 `
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runHW(args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -72,6 +72,7 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "read the configuration from `FILE` (default: the built-in configuration, listening on 127.0.0.1:1883)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	checkOnly := fs.Bool("check", false, "check the configuration, print what would run and exit (0 valid, 2 not)")
 	logLevel := fs.String("log-level", "", "log `level`: debug, info, warn or error (overrides log.level)")
 	logFormat := fs.String("log-format", "", "log `format`: text or json (overrides log.format)")
 	fs.Usage = func() {
@@ -111,6 +112,10 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	if err != nil {
 		printErr(stderr, err)
 		return exitConfig
+	}
+	if *checkOnly {
+		printPlan(stdout, file.Name, cfg)
+		return exitOK
 	}
 
 	var level slog.LevelVar
