@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"gatewayd/broker/state"
 )
 
 // counters are the broker's statistics, updated with atomics on the hot path.
@@ -133,6 +135,11 @@ func (s *Server) Stats() Stats {
 // startSys publishes the $SYS topics once (so a subscriber sees them at
 // once) and then every SysInterval.
 func (s *Server) startSys() {
+	if h, ok := s.store.(state.Health); ok {
+		if bad, why := h.Damaged(); bad {
+			s.log.Error("broker: the store was damaged and moved aside; starting with an empty store", "reason", why)
+		}
+	}
 	if s.cfg.SysInterval <= 0 {
 		return
 	}
@@ -181,6 +188,37 @@ func (s *Server) publishStats() {
 	s.publishSys("$SYS/broker/subscriptions/count", i(int64(st.Subscriptions)))
 	s.publishSys("$SYS/broker/retained messages/count", i(int64(st.Retained)))
 	s.publishSys("$SYS/broker/store/messages/count", i(st.Queued))
+	if h, ok := s.store.(state.Health); ok {
+		s.publishStoreHealth(h)
+	}
+}
+
+// publishStoreHealth publishes what a durable store tells about itself:
+// whether it was found damaged at start (and moved aside), and its wear
+// figures. bytes/per message is bytes written over messages stored, what the
+// SD card pays per message kept.
+func (s *Server) publishStoreHealth(h state.Health) {
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	bad, why := h.Damaged()
+	damaged := "0"
+	if bad {
+		damaged = "1"
+	}
+	s.publishSys("$SYS/broker/store/damaged", damaged)
+	if why != "" {
+		s.publishSys("$SYS/broker/store/damaged/reason", why)
+	}
+	st := h.Stats()
+	s.publishSys("$SYS/broker/store/bytes/written", u(st.BytesWritten))
+	s.publishSys("$SYS/broker/store/fsyncs", u(st.Fsyncs))
+	s.publishSys("$SYS/broker/store/messages/stored", u(st.MessagesStored))
+	s.publishSys("$SYS/broker/store/write/errors", u(st.WriteErrors))
+	s.publishSys("$SYS/broker/store/quota/rejects", u(st.QuotaRejects))
+	perMsg := 0.0
+	if st.MessagesStored > 0 {
+		perMsg = float64(st.BytesWritten) / float64(st.MessagesStored)
+	}
+	s.publishSys("$SYS/broker/store/bytes/per message", strconv.FormatFloat(perMsg, 'f', 1, 64))
 }
 
 // publishSys publishes a retained $SYS value. These are never stored: they
