@@ -273,6 +273,12 @@ func restartOnly(running, next Config) []string {
 	if running.Metrics != next.Metrics {
 		keys = append(keys, "metrics")
 	}
+	if !reflect.DeepEqual(running.Bridges, next.Bridges) {
+		keys = append(keys, "bridges")
+	}
+	if !reflect.DeepEqual(running.Drivers(), next.Drivers()) {
+		keys = append(keys, "devices")
+	}
 	if !reflect.DeepEqual(withoutReloadable(running.Broker), withoutReloadable(next.Broker)) {
 		keys = append(keys, "broker")
 	}

@@ -77,3 +77,21 @@ func TestSIGHUPKeepsAConnectedPahoClientConnected(t *testing.T) {
 		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
 	}
 }
+
+// Bridges and devices are not restarted by a reload yet: a change to them is
+// named among the changes for the next restart, not silently ignored.
+func TestSIGHUPNamesDeviceChangesForTheNextRestart(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := brokerConfig(dir, addr)
+	path := writeConfig(t, dir, cfg)
+	p := start(t, dir, nil, nil, "--config", path)
+	p.waitListening()
+	writeConfig(t, dir, cfg+"devices:\n  - name: cpu\n    driver: system\n")
+	p.signal(syscall.SIGHUP)
+	p.waitStderr(`msg="changes that take effect at the next restart" keys=devices`)
+	p.signal(syscall.SIGTERM)
+	if code := p.exitCode(); code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+	}
+}
