@@ -141,11 +141,16 @@ test-board:
 
 ## test-arm: the unit tests built for linux/arm (GOARM=6) and linux/arm64,
 ## run under qemu-user (qemu-arm-static, qemu-aarch64-static; no binfmt).
+# Both architectures run even when the first fails; the target fails if either did.
 test-arm: test-deps test-arm-deps
+	@rc=0; \
+	echo "linux/arm GOARM=6 under qemu-arm-static"; \
 	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-arm-static CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 \
-		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-arm-static ./...
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-arm-static ./... || rc=1; \
+	echo "linux/arm64 under qemu-aarch64-static"; \
 	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-aarch64-static CGO_ENABLED=0 GOOS=linux GOARCH=arm64 \
-		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-aarch64-static ./...
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-aarch64-static ./... || rc=1; \
+	exit $$rc
 
 test-arm-deps:
 	@command -v qemu-arm-static >/dev/null 2>&1 && command -v qemu-aarch64-static >/dev/null 2>&1 && exit 0; \
