@@ -133,6 +133,11 @@ func (s *Server) route(src *pubSource, t *tx) {
 func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
 	se.mu.Lock()
 	defer se.mu.Unlock()
+	s.deliverLocked(r, se, src, qos, retain, subIDs, shared, t)
+}
+
+// deliverLocked is deliver for a caller that holds se.mu.
+func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
 	if se.dead {
 		return
 	}

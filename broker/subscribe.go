@@ -11,6 +11,19 @@ import (
 // handleSubscribe adds or replaces subscriptions, answers SUBACK with one
 // reason per filter, then sends the retained messages each subscription asks
 // for.
+//
+// Adding the subscriptions, sending SUBACK and queueing the retained copies
+// is one step under the session's lock, which every delivery to the session
+// takes: a PUBLISH routed through a new subscription reaches the client only
+// after the retained copies, so a new subscriber never gets a retained value
+// older than a live one on the same topic [MQTT-4.6.0-6] and a state topic
+// does not end on a stale value. (Were the subscription live before the
+// retained lookup, a message routed in between would be queued ahead of the
+// older retained copy read just before it.) The cost: deliveries to this
+// one session, and the publishers routing them, wait while its retained
+// messages are looked up and queued, which grows with the number a filter
+// matches; with a durable store, storeMu stays held over that too. Other
+// sessions and the QoS 0 path take no extra lock.
 func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 	s, se := c.s, c.sess
 	v5 := c.version == packet.V5
@@ -25,7 +38,8 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 		return packet.V3SubackFailure
 	}
 	reasons := make([]packet.ReasonCode, len(p.Subscriptions))
-	var wantRetained []state.Subscription
+	subs := make([]state.Subscription, len(p.Subscriptions))
+	accepted := make([]bool, len(p.Subscriptions))
 	t := s.begin()
 	for i, sub := range p.Subscriptions {
 		filter := string(sub.Filter)
@@ -45,7 +59,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 			reasons[i] = fail(packet.NotAuthorized)
 			continue
 		}
-		opts := state.Subscription{
+		subs[i] = state.Subscription{
 			Filter:            filter,
 			QoS:               min(sub.QoS, s.cfg.MaximumQoS),
 			NoLocal:           sub.NoLocal,
@@ -53,10 +67,17 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 			RetainHandling:    sub.RetainHandling,
 			ID:                subID,
 		}
-		se.mu.Lock()
+		accepted[i] = true
+	}
+	var wantRetained []state.Subscription
+	se.mu.Lock()
+	for i, opts := range subs {
+		if !accepted[i] {
+			continue
+		}
+		filter := opts.Filter
 		_, existed := se.subs[filter]
 		if !existed && s.cfg.MaxSubscriptionsPerClient > 0 && len(se.subs) >= s.cfg.MaxSubscriptionsPerClient {
-			se.mu.Unlock()
 			s.stats.subsRefused.Add(1)
 			s.log.Info("broker: subscription refused: max_subscriptions_per_client reached", "client", c.ci.ClientID,
 				"remote", c.remote(), "filter", filter, "max", s.cfg.MaxSubscriptionsPerClient)
@@ -65,31 +86,36 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 		}
 		se.subs[filter] = opts
 		s.subs.Subscribe(se, filter, opts)
-		se.mu.Unlock()
 		reasons[i] = packet.ReasonCode(opts.QoS)
 		// No retained messages for shared subscriptions [MQTT-4.8.2-...]; retain
 		// handling 1 sends them only for a new subscription, 2 never.
+		_, _, shared := topics.SplitShared(filter)
 		if !shared && s.cfg.RetainAvailable && (opts.RetainHandling == 0 || opts.RetainHandling == 1 && !existed) {
 			wantRetained = append(wantRetained, opts)
 		}
 	}
-	se.mu.Lock()
 	if se.stored(s) {
 		t.add(state.Op{Kind: state.OpPutSession, Session: se.record()})
 	}
+	c.send(&packet.Suback{PacketID: p.PacketID, Reasons: reasons})
+	var expired []*message
+	for _, opts := range wantRetained {
+		expired = s.queueRetainedLocked(se, opts, &t, expired)
+	}
 	se.mu.Unlock()
 	t.commit(nil)
-	c.send(&packet.Suback{PacketID: p.PacketID, Reasons: reasons})
-	for _, opts := range wantRetained {
-		s.sendRetained(se, opts)
+	if len(expired) > 0 {
+		s.dropExpiredRetained(expired)
 	}
 	return true
 }
 
-// sendRetained delivers the retained messages matching a new subscription,
-// with the retain flag set.
-func (s *Server) sendRetained(se *session, opts state.Subscription) {
-	var ms, expired []*message
+// queueRetainedLocked delivers the retained messages matching a new
+// subscription, with the retain flag set, and appends to expired those whose
+// expiry passed, for the caller to drop once it has released se.mu. The
+// caller holds se.mu (see handleSubscribe).
+func (s *Server) queueRetainedLocked(se *session, opts state.Subscription, t *tx, expired []*message) []*message {
+	var ms []*message
 	now := time.Now()
 	s.retained.Match(opts.Filter, func(_ string, m *message) bool {
 		if m.expired(now) {
@@ -99,11 +125,8 @@ func (s *Server) sendRetained(se *session, opts state.Subscription) {
 		}
 		return true
 	})
-	if len(expired) > 0 {
-		s.dropExpiredRetained(expired)
-	}
 	if len(ms) == 0 {
-		return
+		return expired
 	}
 	var subIDs []uint32
 	if opts.ID != 0 {
@@ -115,10 +138,9 @@ func (s *Server) sendRetained(se *session, opts state.Subscription) {
 		var p packet.Publish
 		m.publish(&p)
 		src := pubSource{p: &p, topic: m.Topic, origin: m.Origin, expiry: m.Expiry, now: now, msg: m}
-		t := s.begin()
-		s.deliver(r, se, &src, min(opts.QoS, m.QoS), true, subIDs, "", &t)
-		t.commit(nil)
+		s.deliverLocked(r, se, &src, min(opts.QoS, m.QoS), true, subIDs, "", t)
 	}
+	return expired
 }
 
 // handleUnsubscribe removes subscriptions and answers UNSUBACK (v5: one
