@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
-	"github.com/eclipse/paho.golang/paho"
 
 	"gatewayd/broker/packet"
 )
@@ -43,8 +42,8 @@ func wsURL(s *Server, i int, scheme string) string {
 	return scheme + "://" + s.Addrs()[i].String() + "/mqtt"
 }
 
-// MQTT over WebSocket: a paho.golang client and a raw client publish and
-// subscribe to each other through a ws listener, and to a client on the
+// MQTT over WebSocket: a 5.0 and a 3.1.1 client over coder/websocket publish
+// and subscribe to each other through a ws listener, and to a client on the
 // plain listener.
 func TestWebSocketPublishSubscribe(t *testing.T) {
 	s, _ := startServer(t, func(c *Config) {
@@ -58,22 +57,10 @@ func TestWebSocketPublishSubscribe(t *testing.T) {
 	if wc.Subprotocol() != "mqtt" {
 		t.Fatalf("subprotocol %q, want mqtt", wc.Subprotocol())
 	}
-	nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
-	got := newReceived()
-	pc := paho.NewClient(paho.ClientConfig{Conn: nc, PacketTimeout: wait,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			got.add(recvMsg{Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload), QoS: pr.Packet.QoS})
-			return true, nil
-		}}})
-	ctx, cancel := ctxWait()
-	defer cancel()
-	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "paho-ws", CleanStart: true, KeepAlive: 30}); err != nil {
-		t.Fatalf("paho over websocket: %v", err)
-	}
-	t.Cleanup(func() { pc.Disconnect(&paho.Disconnect{}) })
-	if _, err := pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "ws/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	v5ws := newRaw(t, websocket.NetConn(context.Background(), wc, websocket.MessageBinary), packet.V5)
+	t.Cleanup(func() { wc.CloseNow() })
+	v5ws.mustConnect("v5-ws", true)
+	v5ws.subscribe(1, "ws/#", 1)
 
 	raw := wsClient(t, wsURL(s, 0, "ws"), nil, packet.V311)
 	raw.mustConnect("raw-ws", true)
@@ -85,14 +72,21 @@ func TestWebSocketPublishSubscribe(t *testing.T) {
 	if m := raw.nextPublish(); string(m.Payload) != "from tcp" {
 		t.Fatalf("raw ws client received %q", m.Payload)
 	}
-	if _, err := pc.Publish(ctx, &paho.Publish{Topic: "ws/b", QoS: 1, Payload: []byte("from paho")}); err != nil {
-		t.Fatal(err)
+	if m := v5ws.nextPublish(); string(m.Payload) != "from tcp" {
+		t.Fatalf("v5 ws client received %q", m.Payload)
 	}
-	msgs := got.waitN(t, 2)
-	if msgs[0].Payload != "from tcp" || msgs[1].Payload != "from paho" {
-		t.Fatalf("paho over websocket received %+v", msgs)
+	v5ws.publish("ws/b", 1, false, 2, "from ws")
+	for {
+		p := v5ws.next()
+		if a, ok := p.(*packet.Ack); ok && a.Kind == packet.PUBACK {
+			continue
+		}
+		if m, ok := p.(*packet.Publish); !ok || string(m.Payload) != "from ws" {
+			t.Fatalf("v5 ws client got %v, want its own message back", p.Type())
+		}
+		break
 	}
-	if m := raw.nextPublish(); string(m.Payload) != "from paho" {
+	if m := raw.nextPublish(); string(m.Payload) != "from ws" {
 		t.Fatalf("raw ws client received %q", m.Payload)
 	}
 
