@@ -194,13 +194,16 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	sdNotify(log, "READY=1\nSTATUS="+status())
 	go runWatchdog(ctx, log, newHealthProbe(srv, store).check, status)
 
+	applied := cfg // the configuration the devices and bridges run with
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
 		case <-hup:
 			sdReloading(log)
-			reload(log, &level, srv, *configPath, *logLevel, *logFormat, cfg)
+			if next, ok := reload(log, &level, srv, *configPath, *logLevel, *logFormat, cfg); ok {
+				applyComponents(ctx, log, srv, &applied, next, &devices, &bridges, &parts)
+			}
 			sdNotify(log, "READY=1\nSTATUS="+status())
 		}
 	}
@@ -222,7 +225,7 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 // reload re-reads the configuration (on SIGHUP) and applies what can change
 // while running: the broker's password file, ACL file and TLS files, and the
 // log level. A configuration with errors changes nothing.
-func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, logLevel, logFormat string, running Config) {
+func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, logLevel, logFormat string, running Config) (Config, bool) {
 	var file *config.File
 	var err error
 	if path != "" {
@@ -244,7 +247,7 @@ func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, lo
 		for _, line := range strings.Split(err.Error(), "\n") {
 			log.Error("configuration not reloaded", "problem", line)
 		}
-		return
+		return Config{}, false
 	}
 	l, _ := parseLevel(cfg.Log.Level)
 	level.Set(l)
@@ -252,6 +255,7 @@ func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, lo
 		log.Warn("changes that take effect at the next restart", "keys", strings.Join(keys, ", "))
 	}
 	log.Info("configuration reloaded", "config", file.Name)
+	return cfg, true
 }
 
 // restartOnly names the sections of next that differ from running in what
@@ -272,12 +276,6 @@ func restartOnly(running, next Config) []string {
 	}
 	if running.Metrics != next.Metrics {
 		keys = append(keys, "metrics")
-	}
-	if !reflect.DeepEqual(running.Bridges, next.Bridges) {
-		keys = append(keys, "bridges")
-	}
-	if !reflect.DeepEqual(running.Drivers(), next.Drivers()) {
-		keys = append(keys, "devices")
 	}
 	if !reflect.DeepEqual(withoutReloadable(running.Broker), withoutReloadable(next.Broker)) {
 		keys = append(keys, "broker")

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+
+	"gatewayd/bridge"
+	"gatewayd/broker"
+)
+
+// applyComponents brings the devices and bridges from running's
+// configuration to next's after a SIGHUP, restarting only what changed: the
+// devices' runner when the devices section changed, and each bridge (by
+// name) that was added, removed or changed. Clients of the broker, and
+// bridges and devices that did not change, are not touched. *running becomes
+// next for these sections.
+func applyComponents(ctx context.Context, log *slog.Logger, srv *broker.Server, running *Config, next Config,
+	devices **runningDevices, bridges *[]*bridge.Bridge, parts *components) {
+	stopCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), shutdownTimeout)
+	}
+	if !reflect.DeepEqual(running.Drivers(), next.Drivers()) {
+		sctx, cancel := stopCtx()
+		(*devices).stop(sctx)
+		cancel()
+		*devices = nil
+		d, err := startDevices(next, srv, log)
+		if err != nil {
+			log.Error("devices not restarted", "err", err)
+		} else {
+			*devices = d
+			log.Info("devices restarted with the new configuration", "devices", len(next.Devices))
+		}
+		running.TopicPrefix, running.Payload, running.HomeAssistant = next.TopicPrefix, next.Payload, next.HomeAssistant
+		running.BrokerURL, running.Devices = next.BrokerURL, next.Devices
+	}
+
+	old := map[string]bridge.Config{}
+	for _, c := range running.Bridges {
+		old[c.Name] = c
+	}
+	want := map[string]bridge.Config{}
+	for _, c := range next.Bridges {
+		want[c.Name] = c
+	}
+	var kept []*bridge.Bridge
+	for _, b := range *bridges {
+		if c, ok := want[b.Name()]; ok && reflect.DeepEqual(c, old[b.Name()]) {
+			kept = append(kept, b)
+			continue
+		}
+		sctx, cancel := stopCtx()
+		if err := b.Stop(sctx); err != nil {
+			log.Error("bridge did not stop in time", "bridge", b.Name(), "err", err)
+		}
+		cancel()
+		log.Info("bridge stopped for the new configuration", "bridge", b.Name())
+	}
+	running.Bridges = nil
+	for _, c := range next.Bridges {
+		if o, ok := old[c.Name]; ok && reflect.DeepEqual(o, c) && hasBridge(kept, c.Name) {
+			running.Bridges = append(running.Bridges, c)
+			continue
+		}
+		b, err := bridge.New(c, bridge.Options{GatewayID: next.GatewayID, Broker: srv, Logger: log, SysInterval: next.Broker.SysInterval})
+		if err == nil {
+			err = b.Start(ctx)
+		}
+		if err != nil {
+			log.Error("bridge not started", "bridge", c.Name, "err", err)
+			continue
+		}
+		kept = append(kept, b)
+		running.Bridges = append(running.Bridges, c)
+		log.Info("bridge started with the new configuration", "bridge", c.Name)
+	}
+	*bridges = kept
+	parts.attach(*devices, *bridges)
+}
+
+func hasBridge(bs []*bridge.Bridge, name string) bool {
+	for _, b := range bs {
+		if b.Name() == name {
+			return true
+		}
+	}
+	return false
+}
