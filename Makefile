@@ -63,7 +63,7 @@ cross:
 
 ## test: what CI runs: tools the tests need, vet, race-enabled tests, and a
 ## short run of every fuzz target of the MQTT codec.
-test: test-deps vet unit fuzz-smoke
+test: test-deps appliance-deps vet unit fuzz-smoke
 
 # The interop tests run mosquitto and its clients. As root (CI) they are
 # installed from Debian; otherwise say what to install.
