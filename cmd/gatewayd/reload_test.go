@@ -90,7 +90,7 @@ func TestSIGHUPStartsAnAddedDevice(t *testing.T) {
 
 	got := make(chan string, 100)
 	lost := make(chan error, 1)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("device-watcher").
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("device-watcher").
 		SetAutoReconnect(false).SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 	if tok := c.Connect(); !tok.WaitTimeout(hangGuard) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
