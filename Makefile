@@ -27,7 +27,7 @@ CMDS := $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/main.go))))
 # Pi 3/4/5 with a 64-bit OS arm64).
 CROSS := linux-armv6=arm/6 linux-armv7=arm/7 linux-arm64=arm64/
 
-TEST_TIMEOUT ?= 6m
+TEST_TIMEOUT ?= 15m
 FUZZ_PKGS    ?= ./broker/packet ./broker ./broker/state
 FUZZTIME     ?= 10s
 LONG_FUZZTIME ?= 5m
