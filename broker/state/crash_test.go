@@ -30,7 +30,10 @@ const crashChildEnv = "GATEWAYD_STATE_CRASH_CHILD"
 // it is killed.
 func crashChild() {
 	dir := os.Getenv(crashChildEnv)
-	d, err := OpenDurable(dir, DurableOptions{CompactBytes: 64 << 10})
+	d, err := OpenDurable(dir, DurableOptions{
+		CompactBytes: 64 << 10,
+		Logf:         func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -131,9 +134,10 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("kill %d: child ended on its own after %d acks: %v\n%s", kill, n, err, stderr.String())
 		}
 
+		files := describeStore(dir)
 		d := open(t, dir, DurableOptions{})
 		if bad, why := d.Damaged(); bad {
-			t.Fatalf("kill %d: store damaged: %s", kill, why)
+			t.Fatalf("kill %d: store damaged: %s\nfiles after the kill:\n%s", kill, why, files)
 		}
 		s := load(t, d)
 		queued := map[uint64]bool{}
@@ -160,10 +164,23 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 		mustClose(t, d)
 		slices.Sort(lost)
 		if len(lost) > 0 || len(resurrected) > 0 {
-			t.Fatalf("kill %d after %d acks: acknowledged messages lost %v, acknowledged removals undone %v", kill, n, lost, resurrected)
+			t.Fatalf("kill %d after %d acks: acknowledged messages lost %v, acknowledged removals undone %v\nfiles after the kill:\n%s\nchild's log:\n%s", kill, n, lost, resurrected, files, stderr.String())
 		}
 		t.Logf("kill %d after %d acks: %d acknowledged so far, %d queued, disk %d bytes", kill, n, len(acked), len(queued), st.DiskBytes)
 	}
+}
+
+// describeStore lists the files of a store directory with their sizes and
+// header fields, for the message of a failed crash test.
+func describeStore(dir string) string {
+	entries, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range entries {
+		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		h, err := parseHeader(data)
+		fmt.Fprintf(&b, "  %s: %d bytes, header %+v %v\n", e.Name(), len(data), h, err)
+	}
+	return b.String()
 }
 
 // TestDurableFilesystemFull runs the store on a real 1 MiB tmpfs until it is
