@@ -473,7 +473,7 @@ func (b *Bridge) current() (*client.Client, <-chan struct{}, uint64) {
 func (b *Bridge) onLocal(m *client.Message) {
 	var r *rule
 	for _, x := range b.rules {
-		if x.out() && match(x.localFilter, m.Topic) {
+		if x.out() && client.MatchTopic(x.localFilter, m.Topic) {
 			r = x
 			break
 		}
@@ -498,7 +498,7 @@ func (b *Bridge) onLocal(m *client.Message) {
 	}
 	if b.echo != nil {
 		for _, x := range b.rules {
-			if x.in() && match(x.remoteFilter, out.Topic) {
+			if x.in() && client.MatchTopic(x.remoteFilter, out.Topic) {
 				b.echo.add(out.Topic, out.Payload)
 				break
 			}
@@ -563,7 +563,7 @@ func (b *Bridge) onRemote(m *client.Message) {
 	}
 	var r *rule
 	for _, x := range b.rules {
-		if x.in() && match(x.remoteFilter, remote) {
+		if x.in() && client.MatchTopic(x.remoteFilter, remote) {
 			r = x
 			break
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/broker/client"
 	"gatewayd/config"
 )
 
@@ -141,8 +142,8 @@ func TestTopicMapping(t *testing.T) {
 		f, t string
 		ok   bool
 	}{{"a/#", "a", true}, {"a/+/c", "a/b/c", true}, {"#", "$SYS/x", false}, {"a/+", "a/b/c", false}} {
-		if match(c.f, c.t) != c.ok {
-			t.Errorf("match(%q, %q) != %v", c.f, c.t, c.ok)
+		if client.MatchTopic(c.f, c.t) != c.ok {
+			t.Errorf("client.MatchTopic(%q, %q) != %v", c.f, c.t, c.ok)
 		}
 	}
 }

@@ -24,30 +24,3 @@ func (r *rule) toRemote(local string) string {
 func (r *rule) toLocal(remote string) string {
 	return r.LocalPrefix + strings.TrimPrefix(remote, r.RemotePrefix)
 }
-
-// match reports whether topic matches filter (MQTT 4.7).
-func match(filter, topic string) bool {
-	if len(topic) > 0 && topic[0] == '$' && len(filter) > 0 && (filter[0] == '+' || filter[0] == '#') {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		tl, trest, tmore := strings.Cut(topic, "/")
-		switch {
-		case fl == "#":
-			return true
-		case fl != "+" && fl != tl:
-			return false
-		}
-		if !fmore && !tmore {
-			return true
-		}
-		if !fmore {
-			return false
-		}
-		if !tmore {
-			return frest == "#"
-		}
-		filter, topic = frest, trest
-	}
-}

@@ -873,7 +873,7 @@ func (c *Client) deliver(d delivery, hs []Handler) []Handler {
 		c.mu.Lock()
 		for _, g := range c.groups {
 			for _, s := range g.subs {
-				if matchTopic(s.Filter, d.m.Topic) {
+				if MatchTopic(s.Filter, d.m.Topic) {
 					hs = append(hs, g.handler)
 					break
 				}

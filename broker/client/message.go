@@ -156,9 +156,9 @@ func messageFrom(p *packet.Publish, topic []byte) *Message {
 	return m
 }
 
-// matchTopic reports whether topic matches filter (MQTT 4.7), including a
+// MatchTopic reports whether topic matches filter (MQTT 4.7), including a
 // shared subscription's filter.
-func matchTopic(filter, topic string) bool {
+func MatchTopic(filter, topic string) bool {
 	if len(filter) > 7 && filter[:7] == "$share/" {
 		if _, f, ok := packet.ParseShared(b(filter)); ok {
 			filter = filter[len(filter)-len(f):]

@@ -27,8 +27,8 @@ func TestMatchTopic(t *testing.T) {
 		{"a/b/", "a/b", false},
 		{"a/b/", "a/b/", true},
 	} {
-		if got := matchTopic(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("matchTopic(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		if got := MatchTopic(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("MatchTopic(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
 	}
 }
