@@ -142,9 +142,8 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		printErr(stderr, file.Locate(config.Errorf("data_dir", "%v", err)))
 		return exitStart
 	}
-	if damaged, why := store.Damaged(); damaged {
-		log.Error("store was damaged: moved aside, starting with no stored sessions or messages", "dir", storeDir, "why", why)
-	}
+	// A store found damaged was moved aside; the broker logs that at start
+	// and raises $SYS/broker/store/damaged.
 
 	srv, err := broker.New(cfg.Broker, broker.Options{Store: store, Logger: log, Version: versionString()})
 	if err != nil {
