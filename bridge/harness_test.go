@@ -651,6 +651,20 @@ func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
 	}
 }
 
+// waitLost waits until the bridge no longer counts its cloud connection as
+// up: "disconnected", or already "connecting" again (a reconnect attempt can
+// follow the loss faster than a poll sees the state in between).
+func waitLost(t *testing.T, b *Bridge, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for st := b.Stats().State; st != "disconnected" && st != "connecting"; st = b.Stats().State {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge state %s, want disconnected or connecting", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitQueued waits until the bridge's local queue holds n messages.
 func waitQueued(t *testing.T, b *Bridge, n int, d time.Duration) {
 	t.Helper()

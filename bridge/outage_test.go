@@ -41,7 +41,7 @@ func TestOutageNothingLost(t *testing.T) {
 			e.p.blackHole()
 			e.publishDuringOutage(t)
 			// Nothing closed the connection: the keepalive must find out.
-			waitState(t, e.b, "disconnected", 30*time.Second)
+			waitLost(t, e.b, 30*time.Second)
 			if e.b.Stats().Sent != e.sentBefore {
 				t.Errorf("sent %d during a black hole", e.b.Stats().Sent-e.sentBefore)
 			}
