@@ -374,22 +374,30 @@ func validAckReason(t Type, r ReasonCode) bool {
 	return false
 }
 
+// packetIDAndProps reads the variable header that SUBSCRIBE, SUBACK,
+// UNSUBSCRIBE and UNSUBACK share: a non-zero packet identifier and, in MQTT
+// 5.0, the properties.
+func (d *Decoder) packetIDAndProps(r *reader, t Type, id *uint16, props *Properties) error {
+	var err error
+	if *id, err = r.uint16("packet identifier"); err != nil {
+		return err
+	}
+	if *id == 0 {
+		return protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) " + t.String() + " with packet identifier 0")
+	}
+	if d.Version == V5 {
+		return decodeProps(r, t, props)
+	}
+	return nil
+}
+
 func (d *Decoder) decodeSubscribe(r *reader) (Packet, error) {
 	p := &d.subscribe
 	p.Props.Reset()
 	p.Subscriptions = p.Subscriptions[:0]
-	var err error
-	if p.PacketID, err = r.uint16("packet identifier"); err != nil {
-		return nil, err
-	}
-	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBSCRIBE with packet identifier 0")
-	}
 	v5 := d.Version == V5
-	if v5 {
-		if err := decodeProps(r, SUBSCRIBE, &p.Props); err != nil {
-			return nil, err
-		}
+	if err := d.packetIDAndProps(r, SUBSCRIBE, &p.PacketID, &p.Props); err != nil {
+		return nil, err
 	}
 	if r.left() == 0 {
 		return nil, protocolErr("[MQTT-3.8.3-3] (5.0 [MQTT-3.8.3-2]) SUBSCRIBE without a topic filter")
@@ -439,18 +447,8 @@ func (d *Decoder) decodeSuback(r *reader) (Packet, error) {
 	p := &d.suback
 	p.Props.Reset()
 	p.Reasons = p.Reasons[:0]
-	var err error
-	if p.PacketID, err = r.uint16("packet identifier"); err != nil {
+	if err := d.packetIDAndProps(r, SUBACK, &p.PacketID, &p.Props); err != nil {
 		return nil, err
-	}
-	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) SUBACK with packet identifier 0")
-	}
-	v5 := d.Version == V5
-	if v5 {
-		if err := decodeProps(r, SUBACK, &p.Props); err != nil {
-			return nil, err
-		}
 	}
 	if r.left() == 0 {
 		return nil, protocolErr("(3.9.3) SUBACK without a return code")
@@ -481,17 +479,8 @@ func (d *Decoder) decodeUnsubscribe(r *reader) (Packet, error) {
 	p := &d.unsubscribe
 	p.Props.Reset()
 	p.Filters = p.Filters[:0]
-	var err error
-	if p.PacketID, err = r.uint16("packet identifier"); err != nil {
+	if err := d.packetIDAndProps(r, UNSUBSCRIBE, &p.PacketID, &p.Props); err != nil {
 		return nil, err
-	}
-	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBSCRIBE with packet identifier 0")
-	}
-	if d.Version == V5 {
-		if err := decodeProps(r, UNSUBSCRIBE, &p.Props); err != nil {
-			return nil, err
-		}
 	}
 	if r.left() == 0 {
 		return nil, protocolErr("[MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter")
@@ -513,21 +502,14 @@ func (d *Decoder) decodeUnsuback(r *reader) (Packet, error) {
 	p := &d.unsuback
 	p.Props.Reset()
 	p.Reasons = p.Reasons[:0]
-	var err error
-	if p.PacketID, err = r.uint16("packet identifier"); err != nil {
+	if err := d.packetIDAndProps(r, UNSUBACK, &p.PacketID, &p.Props); err != nil {
 		return nil, err
-	}
-	if p.PacketID == 0 {
-		return nil, protocolErr("[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) UNSUBACK with packet identifier 0")
 	}
 	if d.Version != V5 {
 		if err := trailing(r, UNSUBACK); err != nil {
 			return nil, err
 		}
 		return p, nil
-	}
-	if err := decodeProps(r, UNSUBACK, &p.Props); err != nil {
-		return nil, err
 	}
 	if r.left() == 0 {
 		return nil, protocolErr("(MQTT 5.0 3.11.3) UNSUBACK without a reason code")
