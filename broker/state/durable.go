@@ -594,9 +594,17 @@ func syncDir(dir string) error {
 func (d *Durable) roll() error {
 	seq := d.seq + 1
 	path := filepath.Join(d.dir, logName(seq))
-	f, err := d.createSynced(path, fileHeader{kind: kindLog, seq: seq, prevLen: uint64(d.size)})
+	f, placed, err := d.createSynced(path, fileHeader{kind: kindLog, seq: seq, prevLen: uint64(d.size)})
 	if err != nil {
 		d.st.werr.Add(1)
+		if placed {
+			// The new log may be on disk (its directory fsync failed after
+			// the rename), and its header says the current log ends here:
+			// whatever is appended to the current log from now on would be
+			// ignored by recovery. Nothing more goes into it; the next
+			// batch retries the roll, which replaces the new log's header.
+			d.broken = true
+		}
 		return fmt.Errorf("state: start %s: %w", path, err)
 	}
 	if d.f != nil {
@@ -608,11 +616,13 @@ func (d *Durable) roll() error {
 }
 
 // createSynced creates path (through path.tmp) holding just h, durably.
-func (d *Durable) createSynced(path string, h fileHeader) (*os.File, error) {
+// placed reports whether path may exist after a failure: the rename was done
+// but the directory fsync that makes it durable failed.
+func (d *Durable) createSynced(path string, h fileHeader) (f *os.File, placed bool, err error) {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	err = d.write(f, h.append(nil))
 	if err == nil {
@@ -620,6 +630,7 @@ func (d *Durable) createSynced(path string, h fileHeader) (*os.File, error) {
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
+		placed = err == nil
 	}
 	if err == nil {
 		err = d.syncDir(d.dir)
@@ -627,7 +638,7 @@ func (d *Durable) createSynced(path string, h fileHeader) (*os.File, error) {
 	if err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return nil, err
+		return nil, placed, err
 	}
-	return f, nil
+	return f, true, nil
 }

@@ -724,3 +724,87 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestDurableRollFailingAfterItsRenameKeepsAcknowledgedBatches: a new log is
+// renamed into place before the directory fsync; when that fsync fails, the
+// new log's header (which says how much of the current log counts) stays on
+// disk. No batch may then be acknowledged in the current log beyond that
+// length: recovery would ignore it.
+func TestDurableRollFailingAfterItsRenameKeepsAcknowledgedBatches(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	var (
+		mu    sync.Mutex
+		armed bool
+		stage int // 0: before the roll, 1: its header written, 2: its file synced, 3: its directory sync failed
+	)
+	// newLogTmp reports whether a new log is being created: its .tmp file
+	// exists and is still empty (the header write is about to happen).
+	newLogTmp := func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "log-*.tmp"))
+		for _, p := range m {
+			if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	fault := func(op FaultOp) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !armed {
+			return nil
+		}
+		switch {
+		case op == FaultWrite && newLogTmp():
+			if stage == 0 {
+				stage = 1
+				return nil
+			}
+			// Every later roll fails before its rename, as on a disk that
+			// stays in trouble: the first roll's file is what stays.
+			return syscall.EIO
+		case op == FaultSync && stage == 1:
+			stage = 2 // the new log's own fsync
+		case op == FaultSync && stage == 2:
+			stage = 3 // the directory fsync after the rename
+			return syscall.EIO
+		}
+		return nil
+	}
+	opts := DurableOptions{CompactBytes: 1024, Fault: fault}
+	d := open(t, dir, opts)
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	want := newModel()
+	var acked, failed int
+	for id := uint64(1); id <= 200; id++ {
+		b := &Batch{Ops: []Op{
+			{Kind: OpPutMessage, Message: plainMessage(id, 64)},
+			{Kind: OpEnqueue, ClientID: "c", Outbound: &Outbound{Seq: id, MessageID: id, QoS: 1}},
+		}}
+		if err := commitWait(d, b); err != nil {
+			failed++
+			continue
+		}
+		acked++
+		want.apply(b)
+	}
+	mu.Lock()
+	reached := stage
+	mu.Unlock()
+	if reached != 3 {
+		t.Fatalf("the roll's directory fsync was never failed (stage %d)", reached)
+	}
+	files := describeStore(dir)
+	mustClose(t, d)
+	d = open(t, dir, DurableOptions{})
+	defer mustClose(t, d)
+	if bad, why := d.Damaged(); bad {
+		t.Fatalf("damaged: %s", why)
+	}
+	if err := sameState(t, load(t, d), want.s); err != nil {
+		t.Fatalf("%d batches acknowledged, %d failed; after reopening: %v\nfiles:\n%s", acked, failed, err, files)
+	}
+	t.Logf("%d batches acknowledged, %d failed while the disk failed", acked, failed)
+}
