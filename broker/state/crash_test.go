@@ -20,9 +20,29 @@ import (
 	"time"
 )
 
-var crashKills = flag.Int("state.kills", 20, "how many times TestDurableSurvivesSIGKILL kills the writer")
+// Knobs of TestDurableSurvivesSIGKILL, for longer or harsher runs than the
+// default (for example under CPU load: -state.kills 200 -state.compact 4096).
+var (
+	crashKills   = flag.Int("state.kills", 20, "how many times TestDurableSurvivesSIGKILL kills the writer")
+	crashCompact = flag.Int("state.compact", 64<<10, "CompactBytes of the store in TestDurableSurvivesSIGKILL's child")
+	crashDequeue = flag.Int("state.dequeue", 3, "TestDurableSurvivesSIGKILL's child removes every message whose id is a multiple of this")
+	crashMaxAcks = flag.Int("state.maxacks", 3000, "TestDurableSurvivesSIGKILL kills its child after 1 to this many acknowledgements")
+	crashProcs   = flag.Int("state.procs", 0, "GOMAXPROCS of TestDurableSurvivesSIGKILL's child (0: the default)")
+)
 
-const crashChildEnv = "GATEWAYD_STATE_CRASH_CHILD"
+const (
+	crashChildEnv   = "GATEWAYD_STATE_CRASH_CHILD"
+	crashCompactEnv = "GATEWAYD_STATE_CRASH_COMPACT"
+	crashDequeueEnv = "GATEWAYD_STATE_CRASH_DEQUEUE"
+)
+
+// envInt reads a positive integer from the environment, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // crashChild commits batches from 8 goroutines as fast as the store takes
 // them and prints "ack <id>" once done reports a batch durable, and
@@ -30,8 +50,9 @@ const crashChildEnv = "GATEWAYD_STATE_CRASH_CHILD"
 // it is killed.
 func crashChild() {
 	dir := os.Getenv(crashChildEnv)
+	deq := uint64(envInt(crashDequeueEnv, 3))
 	d, err := OpenDurable(dir, DurableOptions{
-		CompactBytes: 64 << 10,
+		CompactBytes: int64(envInt(crashCompactEnv, 64<<10)),
 		Logf:         func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
 	})
 	if err != nil {
@@ -67,7 +88,12 @@ func crashChild() {
 					os.Exit(4)
 				}
 				say("ack", id)
-				if id%3 == 0 {
+				if id%1000 == 0 {
+					st := d.Stats()
+					fmt.Fprintf(os.Stderr, "at id %d: %d compactions, %d write errors, %d batches, disk %d bytes, live %d bytes\n",
+						id, st.Compactions, st.WriteErrors, st.Batches, st.DiskBytes, st.LiveBytes)
+				}
+				if id%deq == 0 {
 					if err := commitWait(d, &Batch{Ops: []Op{{Kind: OpDequeue, ClientID: "c", Seq: id}}}); err != nil {
 						fmt.Fprintln(os.Stderr, "commit:", err)
 						os.Exit(4)
@@ -90,7 +116,12 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	for kill := range *crashKills {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir,
+			fmt.Sprintf("%s=%d", crashCompactEnv, *crashCompact),
+			fmt.Sprintf("%s=%d", crashDequeueEnv, *crashDequeue))
+		if *crashProcs > 0 {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", *crashProcs))
+		}
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		stdout, err := cmd.StdoutPipe()
@@ -111,7 +142,7 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 		}()
 		// Kill after a random number of acknowledgements, so that the moment
 		// falls anywhere in a write, an fsync, a roll or a compaction.
-		stopAt := 1 + r.IntN(3000)
+		stopAt := 1 + r.IntN(*crashMaxAcks)
 		n := 0
 		killed := false
 		for line := range lines {
@@ -134,10 +165,10 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 			t.Fatalf("kill %d: child ended on its own after %d acks: %v\n%s", kill, n, err, stderr.String())
 		}
 
-		files := describeStore(dir)
+		files, contents := readStore(dir)
 		d := open(t, dir, DurableOptions{})
 		if bad, why := d.Damaged(); bad {
-			t.Fatalf("kill %d: store damaged: %s\nfiles after the kill:\n%s", kill, why, files)
+			t.Fatalf("kill %d: store damaged: %s\nfiles after the kill (kept in %s):\n%s", kill, why, keepStore(contents), files)
 		}
 		s := load(t, d)
 		queued := map[uint64]bool{}
@@ -147,7 +178,7 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 		var lost, resurrected []uint64
 		for id := range acked {
 			// A removal that was not yet acknowledged may or may not be durable.
-			mayBeGone := id%3 == 0
+			mayBeGone := id%uint64(*crashDequeue) == 0
 			if !queued[id] && !mayBeGone || queued[id] && s.Messages[id] == nil {
 				lost = append(lost, id)
 			}
@@ -164,23 +195,57 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 		mustClose(t, d)
 		slices.Sort(lost)
 		if len(lost) > 0 || len(resurrected) > 0 {
-			t.Fatalf("kill %d after %d acks: acknowledged messages lost %v, acknowledged removals undone %v\nfiles after the kill:\n%s\nchild's log:\n%s", kill, n, lost, resurrected, files, stderr.String())
+			t.Fatalf("kill %d after %d acks: %d acknowledged messages lost %v, acknowledged removals undone %v\nfiles after the kill (kept in %s):\n%s\nchild's log:\n%s", kill, n, len(lost), lost, resurrected, keepStore(contents), files, stderr.String())
 		}
 		t.Logf("kill %d after %d acks: %d acknowledged so far, %d queued, disk %d bytes", kill, n, len(acked), len(queued), st.DiskBytes)
 	}
 }
 
 // describeStore lists the files of a store directory with their sizes and
-// header fields, for the message of a failed crash test.
+// header fields, and for logs and snapshots where their valid records end and
+// why, for the message of a failed crash test.
 func describeStore(dir string) string {
+	desc, _ := readStore(dir)
+	return desc
+}
+
+// readStore is describeStore that also returns the files' contents, so that
+// a failed test can keep the store as the kill left it.
+func readStore(dir string) (string, map[string][]byte) {
 	entries, _ := os.ReadDir(dir)
 	var b strings.Builder
+	files := map[string][]byte{}
 	for _, e := range entries {
 		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		files[e.Name()] = data
 		h, err := parseHeader(data)
-		fmt.Fprintf(&b, "  %s: %d bytes, header %+v %v\n", e.Name(), len(data), h, err)
+		fmt.Fprintf(&b, "  %s: %d bytes, header %+v %v", e.Name(), len(data), h, err)
+		if err == nil && len(data) > headerSize {
+			records := 0
+			end, stop := scanRecords(data, headerSize, func([]byte) error { records++; return nil })
+			fmt.Fprintf(&b, "; %d records valid to offset %d", records, end)
+			if stop != nil {
+				fmt.Fprintf(&b, ", then %v", stop)
+			}
+		}
+		b.WriteByte('\n')
 	}
-	return b.String()
+	return b.String(), files
+}
+
+// keepStore writes files (a store as readStore found it) to a new directory
+// that outlives the test, and returns its name.
+func keepStore(files map[string][]byte) string {
+	dir, err := os.MkdirTemp("", "gatewayd-state-crash-")
+	if err != nil {
+		return err.Error()
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err.Error()
+		}
+	}
+	return dir
 }
 
 // TestDurableFilesystemFull runs the store on a real 1 MiB tmpfs until it is
