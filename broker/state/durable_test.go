@@ -330,15 +330,19 @@ func TestDurableDamagedStoreIsMovedAsideAndStartsEmpty(t *testing.T) {
 	wrongVersion[8] = 9 // with a valid header checksum
 	binary.LittleEndian.PutUint32(wrongVersion[28:], crc32.Checksum(wrongVersion[:28], castagnoli))
 	cases := map[string]map[string][]byte{
-		"zeroed":              {logName(1): make([]byte, len(log))},
-		"random bytes":        {logName(1): randBytes(r, len(log))},
-		"wrong magic":         {logName(1): flip(0)},
-		"header checksum":     {logName(1): flip(14)},
-		"wrong version":       {logName(1): wrongVersion},
-		"header cut":          {logName(1): log[:headerSize-5]},
-		"empty log file":      {logName(1): {}},
-		"log chain gap":       {logName(1): log, logName(3): log},
-		"corrupt old log":     {logName(1): flip(len(log) - 3), logName(2): nextLog(2, len(log))},
+		"zeroed":          {logName(1): make([]byte, len(log))},
+		"random bytes":    {logName(1): randBytes(r, len(log))},
+		"wrong magic":     {logName(1): flip(0)},
+		"header checksum": {logName(1): flip(14)},
+		"wrong version":   {logName(1): wrongVersion},
+		"header cut":      {logName(1): log[:headerSize-5]},
+		"empty log file":  {logName(1): {}},
+		"log chain gap":   {logName(1): log, logName(3): log},
+		"corrupt old log": {logName(1): flip(len(log) - 3), logName(2): nextLog(2, len(log))},
+		// Damage in the middle of the last log is not a torn tail: the
+		// batches after it must not be cut off silently.
+		"corrupt last log":    {logName(1): flip(headerSize + recordHeader + 1)},
+		"zeros in last log":   {logName(1): zeroed(log, headerSize+recordHeader, 16)},
 		"next log overstates": {logName(1): log, logName(2): nextLog(2, len(log)+1)},
 		"snapshot only":       {snapName(5): fileHeader{kind: kindSnapshot, seq: 5}.append(nil)},
 		"incomplete snapshot": {snapName(2): fileHeader{kind: kindSnapshot, seq: 2}.append(nil), logName(2): nextLog(2, 0)},
@@ -385,6 +389,13 @@ func TestDurableDamagedStoreIsMovedAsideAndStartsEmpty(t *testing.T) {
 			}
 		})
 	}
+}
+
+// zeroed is a copy of b with n bytes from off on set to zero.
+func zeroed(b []byte, off, n int) []byte {
+	b = bytes.Clone(b)
+	clear(b[off : off+n])
+	return b
 }
 
 // nextLog is the header of a log saying the previous one holds prevLen bytes.

@@ -119,6 +119,29 @@ func scanRecords(data []byte, off int, fn func([]byte) error) (int, error) {
 	return off, nil
 }
 
+// resyncBudget bounds the bytes validRecordAfter checksums, so that a long
+// torn tail cannot make start-up slow.
+const resyncBudget = 64 << 20
+
+// validRecordAfter looks for a record with a matching checksum starting at
+// any offset after stop, and returns the first one's offset.
+func validRecordAfter(data []byte, stop int) (int, bool) {
+	budget := resyncBudget
+	for off := stop + 1; off+recordHeader < len(data) && budget > 0; off++ {
+		n := binary.LittleEndian.Uint32(data[off:])
+		if n == 0 || uint64(n) > uint64(len(data)-off-recordHeader) {
+			continue
+		}
+		payload := data[off+recordHeader : off+recordHeader+int(n)]
+		budget -= len(payload)
+		c := crc32.Update(0, castagnoli, data[off:off+4])
+		if crc32.Update(c, castagnoli, payload) == binary.LittleEndian.Uint32(data[off+4:]) {
+			return off, true
+		}
+	}
+	return 0, false
+}
+
 func logName(seq uint64) string  { return fmt.Sprintf("log-%016x", seq) }
 func snapName(seq uint64) string { return fmt.Sprintf("snap-%016x", seq) }
 
@@ -244,6 +267,13 @@ func recoverDir(dir string) (*recovered, error) {
 		if stop != nil {
 			if !last || errors.Is(stop, errCorrupt) {
 				return nil, damagedf("%s: %v", logName(seq), stop)
+			}
+			// A crash tears only the last write, so nothing valid can
+			// follow a torn tail: a valid record after the stop means
+			// the log was damaged in the middle, and cutting it there
+			// would silently drop every batch after the damage.
+			if off, ok := validRecordAfter(data, end); ok {
+				return nil, damagedf("%s: %v, but a valid record follows at offset %d", logName(seq), stop, off)
 			}
 			r.tornTail = fmt.Sprintf("%s: %v", logName(seq), stop)
 		}
