@@ -295,6 +295,9 @@ func TestDurableGarbageTailIsCutNotDamage(t *testing.T) {
 		"zeros":       make([]byte, 4096), // extended but never written
 		"random":      randBytes(r, 300),
 		"huge length": {0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5},
+		// A torn record whose payload (a message, say) holds bytes that
+		// are themselves a valid record: still only a torn tail.
+		"torn record holding a record": tornRecordHolding(log[headerSize : headerSize+recordHeader+int(binary.LittleEndian.Uint32(log[headerSize:]))]),
 	}
 	for name, tail := range tails {
 		t.Run(name, func(t *testing.T) {
@@ -311,6 +314,14 @@ func TestDurableGarbageTailIsCutNotDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tornRecordHolding is the start of a record, cut off by the end of the file,
+// whose payload begins with inner.
+func tornRecordHolding(inner []byte) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(inner)+100))
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	return append(b, inner...)
 }
 
 func randBytes(r *rand.Rand, n int) []byte {

@@ -96,14 +96,14 @@ func sealRecord(rec []byte) {
 func scanRecords(data []byte, off int, fn func([]byte) error) (int, error) {
 	for off < len(data) {
 		if len(data)-off < recordHeader {
-			return off, fmt.Errorf("record header cut off at offset %d", off)
+			return off, &cutOff{fmt.Sprintf("record header cut off at offset %d", off)}
 		}
 		n := binary.LittleEndian.Uint32(data[off:])
 		if n == 0 || n > maxRecord {
 			return off, fmt.Errorf("bad record length %d at offset %d", n, off)
 		}
 		if uint64(len(data)-off-recordHeader) < uint64(n) {
-			return off, fmt.Errorf("record of %d bytes cut off at offset %d", n, off)
+			return off, &cutOff{fmt.Sprintf("record of %d bytes cut off at offset %d", n, off)}
 		}
 		payload := data[off+recordHeader : off+recordHeader+int(n)]
 		c := crc32.Update(0, castagnoli, data[off:off+4])
@@ -118,6 +118,12 @@ func scanRecords(data []byte, off int, fn func([]byte) error) (int, error) {
 	}
 	return off, nil
 }
+
+// cutOff is where scanRecords stops at a record that runs past the end of the
+// data: what a write torn by a crash leaves.
+type cutOff struct{ msg string }
+
+func (e *cutOff) Error() string { return e.msg }
 
 // resyncBudget bounds the bytes validRecordAfter checksums, so that a long
 // torn tail cannot make start-up slow.
@@ -268,12 +274,16 @@ func recoverDir(dir string) (*recovered, error) {
 			if !last || errors.Is(stop, errCorrupt) {
 				return nil, damagedf("%s: %v", logName(seq), stop)
 			}
-			// A crash tears only the last write, so nothing valid can
-			// follow a torn tail: a valid record after the stop means
-			// the log was damaged in the middle, and cutting it there
-			// would silently drop every batch after the damage.
-			if off, ok := validRecordAfter(data, end); ok {
-				return nil, damagedf("%s: %v, but a valid record follows at offset %d", logName(seq), stop, off)
+			// A crash tears only the last write. A record cut off by the
+			// end of the file is such a tear (what follows it is its own
+			// payload, so it is not searched). A bad length or checksum
+			// followed by a valid record is damage in the middle of the
+			// log: cutting there would silently drop every batch after it.
+			var cut *cutOff
+			if !errors.As(stop, &cut) {
+				if off, ok := validRecordAfter(data, end); ok {
+					return nil, damagedf("%s: %v, but a valid record follows at offset %d", logName(seq), stop, off)
+				}
 			}
 			r.tornTail = fmt.Sprintf("%s: %v", logName(seq), stop)
 		}
