@@ -14,11 +14,13 @@ import (
 	"go.uber.org/goleak"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testenv"
 )
 
 // wait bounds every wait for a packet or an event; tests never assert on
 // durations, they only give up eventually.
-const wait = 10 * time.Second
+// Under qemu-user (make test-arm) it is stretched by testenv.Scale.
+var wait = testenv.Scale(10 * time.Second)
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)

@@ -25,15 +25,18 @@ import (
 	"go.uber.org/goleak"
 
 	"gatewayd/broker"
+	"gatewayd/internal/testenv"
 )
 
 // waitTimeout bounds every wait for something that must happen. It is
 // generous on purpose: the tests assert what happens, never how fast.
-const waitTimeout = 10 * time.Second
+// Under qemu-user (make test-arm) it is stretched by testenv.Scale.
+var waitTimeout = testenv.Scale(10 * time.Second)
 
 // quiet is how long a test listens for a packet that must not arrive when no
-// later packet can serve as a fence.
-const quiet = 500 * time.Millisecond
+// later packet can serve as a fence. It grows with testenv.Scale, so that
+// a packet that must not come has as long to show up under emulation.
+var quiet = testenv.Scale(500 * time.Millisecond)
 
 // testBroker is a broker listening on a loopback port picked by the kernel.
 type testBroker struct {

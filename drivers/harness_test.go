@@ -15,6 +15,7 @@ import (
 
 	"gatewayd/broker"
 	"gatewayd/broker/client"
+	"gatewayd/internal/testenv"
 
 	"go.uber.org/goleak"
 	"periph.io/x/conn/v3/gpio"
@@ -23,7 +24,8 @@ import (
 
 // waitLimit bounds every wait in these tests; it is a hang guard, not a
 // timing assertion.
-const waitLimit = 15 * time.Second
+// Under qemu-user (make test-arm) it is stretched by testenv.Scale.
+var waitLimit = testenv.Scale(15 * time.Second)
 
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("DRIVERS_TEST_LOG") != "" {

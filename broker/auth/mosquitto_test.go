@@ -13,12 +13,16 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"gatewayd/internal/testenv"
 )
 
 // The tests in this file give the same password and ACL files to a real
 // mosquitto and to this package, and check that both decide alike.
 
-const wait = 10 * time.Second
+// wait bounds every wait for mosquitto or a client; stretched under
+// qemu-user (make test-arm) by testenv.Scale.
+var wait = testenv.Scale(10 * time.Second)
 
 type lockedBuffer struct {
 	mu sync.Mutex

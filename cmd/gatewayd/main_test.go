@@ -19,6 +19,7 @@ import (
 
 	"gatewayd/broker/auth"
 	"gatewayd/config"
+	"gatewayd/internal/testenv"
 )
 
 // These tests build the real gatewayd binary once and run it as a
@@ -33,7 +34,8 @@ const (
 
 // hangGuard only keeps a broken build from hanging the test run; no test
 // asserts how fast anything happens.
-const hangGuard = 60 * time.Second
+// Under qemu-user (make test-arm) it is stretched by testenv.Scale.
+var hangGuard = testenv.Scale(60 * time.Second)
 
 var gatewayd string // path of the built binary
 
@@ -102,7 +104,7 @@ func start(t *testing.T, dir string, env []string, stderrFile *os.File, args ...
 		dir = t.TempDir()
 	}
 	p := &proc{t: t, lines: make(chan string, 100), done: make(chan struct{})}
-	if q := os.Getenv("GATEWAYD_QEMU_USER"); q != "" {
+	if q := testenv.Emulator(); q != "" {
 		// Tests built for another architecture (make test-arm) run under
 		// qemu-user, and so must the gatewayd they build.
 		p.cmd = exec.Command(q, append([]string{gatewayd}, args...)...)

@@ -4,10 +4,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gatewayd/internal/testenv"
 )
 
 // notifySocket is a unixgram socket standing in for systemd's NOTIFY_SOCKET;
@@ -83,8 +86,11 @@ func TestSystemdNotifyReadyStatusWatchdogAndStopping(t *testing.T) {
 	n := listenNotify(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	// A short watchdog, so that several pings come during the test.
-	p := start(t, dir, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=300000"}, nil,
+	// A short watchdog, so that several pings come during the test. Each
+	// health probe must pass within a third of it, so under qemu-user the
+	// watchdog is stretched like every other deadline (testenv.Scale).
+	watchdog := testenv.Scale(300 * time.Millisecond)
+	p := start(t, dir, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=" + strconv.FormatInt(watchdog.Microseconds(), 10)}, nil,
 		"--config", writeConfig(t, dir, brokerConfig(dir, addr)))
 
 	ready, before := n.next(t, "READY=1")
