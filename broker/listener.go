@@ -20,18 +20,26 @@ import (
 
 // listener is one configured endpoint, or the stand-in for connections
 // handed to ServeConn under a name no listener has (in-process clients).
+//
+// What makes a listener what it is (name, address, type, path, TLS or not)
+// never changes: a reload that changes it closes the listener and opens a
+// new one. The settings a reload applies in place are in set.
 type listener struct {
 	name    string
-	key     string // configuration key, for messages: broker.listeners[i]
-	cfg     ListenerConfig
-	network bool // reached through a socket: connection limits apply
-	// anonymous: clients without a user name or certificate identity may
-	// connect.
-	anonymous bool
+	cfg     ListenerConfig // as built: address, type, path, tls on or off
+	network bool           // reached through a socket: connection limits apply
 
-	ln   net.Listener
-	http *http.Server // ws listeners
-	rate *rateLimiter // nil: no connection rate limit
+	set atomic.Pointer[listenerSettings]
+
+	// ln is the bound socket and http the server of a ws listener. Both
+	// are written only before the listener is served, or under the
+	// server's mu by a reload that reopens the socket.
+	ln     net.Listener
+	http   *http.Server
+	serial uint64 // set by bind: tells one opening of a listener from another
+	// closed, under the server's mu: a reload removed the listener, so
+	// connections still arriving through it are refused.
+	closed bool
 
 	// tlsCfg is the TLS configuration handed to each new handshake; Reload
 	// swaps it, so connected clients keep theirs. nil without TLS.
@@ -45,12 +53,56 @@ type listener struct {
 	open atomic.Int64 // open connections
 }
 
+// listenerSettings are what a reload changes on a running listener without
+// closing it; each applies to connections accepted after the change.
+type listenerSettings struct {
+	key string // configuration key, for messages: broker.listeners[i]
+	// anonymous: clients without a user name or certificate identity may
+	// connect.
+	anonymous      bool
+	maxConnections int
+	rate           *rateLimiter // nil: no connection rate limit
+	origins        []string     // ws: cross-origin pages allowed
+	// allowAnonymous and ratePerAddress are the configured values the two
+	// above were derived from.
+	allowAnonymous *bool
+	ratePerAddress *int
+}
+
+func (l *listener) settings() *listenerSettings { return l.set.Load() }
+
 func (l *listener) isTLS() bool { return l.cfg.TLS != nil }
 func (l *listener) isWS() bool  { return l.cfg.Type == "ws" }
+
+// close closes the listener's socket (and a ws listener's HTTP server), so
+// its accept loop ends. Connections it accepted are not touched.
+func (l *listener) close() {
+	if l.http != nil {
+		l.http.Close()
+	}
+	if l.ln != nil {
+		l.ln.Close()
+	}
+}
 
 // newListeners builds the configured listeners (or the default one) and
 // reads their certificates; sockets are bound by Start.
 func newListeners(cfg *Config) ([]*listener, error) {
+	lcs, keys := listenerConfigs(cfg)
+	var lns []*listener
+	for i, lc := range lcs {
+		l, err := newListener(lc, keys[i])
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		lns = append(lns, l)
+	}
+	return lns, nil
+}
+
+// listenerConfigs are cfg's listeners, or the default one, with their
+// configuration keys.
+func listenerConfigs(cfg *Config) ([]ListenerConfig, []string) {
 	lcs := cfg.Listeners
 	keys := make([]string, len(lcs))
 	for i := range lcs {
@@ -60,33 +112,37 @@ func newListeners(cfg *Config) ([]*listener, error) {
 		lcs = []ListenerConfig{{Address: DefaultAddress}}
 		keys = []string{"broker.listeners"}
 	}
-	var lns []*listener
-	for i, lc := range lcs {
-		l := &listener{name: lc.Name, key: keys[i], cfg: lc, network: true}
-		if l.name == "" {
-			l.name = lc.Address
-		}
-		if lc.Type == "ws" && l.cfg.Path == "" {
-			l.cfg.Path = "/mqtt"
-		}
-		if lc.TLS != nil {
-			tc, err := loadTLS(lc.TLS, l.isWS())
-			if err != nil {
-				return nil, fmt.Errorf("broker: listener %s (%s.tls): %w", l.name, l.key, err)
-			}
-			l.tlsCfg.Store(tc)
-			l.tlsBase = &tls.Config{
-				MinVersion: tls.VersionTLS12,
-				GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-					return l.tlsCfg.Load(), nil
-				},
-			}
-			files := *lc.TLS
-			l.tlsFiles.Store(&files)
-		}
-		lns = append(lns, l)
+	return lcs, keys
+}
+
+// newListener builds one listener and reads its certificates; key is its
+// configuration key.
+func newListener(lc ListenerConfig, key string) (*listener, error) {
+	l := &listener{name: lc.Name, cfg: lc, network: true}
+	if l.name == "" {
+		l.name = lc.Address
 	}
-	return lns, nil
+	if lc.Type == "ws" && l.cfg.Path == "" {
+		l.cfg.Path = "/mqtt"
+	}
+	l.set.Store(&listenerSettings{key: key, maxConnections: lc.MaxConnections, origins: lc.Origins,
+		allowAnonymous: lc.AllowAnonymous, ratePerAddress: lc.MaxConnectionsPerSecondPerAddress})
+	if lc.TLS != nil {
+		tc, err := loadTLS(lc.TLS, l.isWS())
+		if err != nil {
+			return nil, fmt.Errorf("listener %s (%s.tls): %w", l.name, key, err)
+		}
+		l.tlsCfg.Store(tc)
+		l.tlsBase = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return l.tlsCfg.Load(), nil
+			},
+		}
+		files := *lc.TLS
+		l.tlsFiles.Store(&files)
+	}
+	return l, nil
 }
 
 // loadTLS reads a listener's certificate, key and client CAs.
@@ -117,30 +173,50 @@ func loadTLS(tc *TLSConfig, ws bool) (*tls.Config, error) {
 	return c, nil
 }
 
-// bind opens the listener's socket. Unless allow_anonymous says otherwise,
-// anonymous clients are allowed only when the bound address is loopback.
+// listenerSerial numbers the sockets listeners open.
+var listenerSerial atomic.Uint64
+
+// bind opens the listener's socket and settles its anonymous policy and
+// rate limit (rate is the broker-wide max_connections_per_second_per_address).
 func (l *listener) bind(rate int) error {
 	ln, err := net.Listen("tcp", l.cfg.Address)
 	if err != nil {
 		return err
 	}
 	l.ln = ln
+	l.serial = listenerSerial.Add(1)
+	st := *l.settings()
+	st.settle(ln, rate, nil)
+	l.set.Store(&st)
+	return nil
+}
+
+// settle derives the anonymous policy and the rate limiter from the
+// configured values and the bound address: unless allow_anonymous says
+// otherwise, anonymous clients are allowed only on a loopback address, and a
+// loopback listener has no rate limit of its own. A limiter of the same rate
+// in old is kept, with what it remembers.
+func (st *listenerSettings) settle(ln net.Listener, rate int, old *rateLimiter) {
 	ta, _ := ln.Addr().(*net.TCPAddr)
 	loopback := ta != nil && ta.IP.IsLoopback()
-	l.anonymous = loopback
-	if l.cfg.AllowAnonymous != nil {
-		l.anonymous = *l.cfg.AllowAnonymous
+	st.anonymous = loopback
+	if st.allowAnonymous != nil {
+		st.anonymous = *st.allowAnonymous
 	}
 	switch {
-	case l.cfg.MaxConnectionsPerSecondPerAddress != nil:
-		rate = *l.cfg.MaxConnectionsPerSecondPerAddress
+	case st.ratePerAddress != nil:
+		rate = *st.ratePerAddress
 	case loopback:
 		rate = 0
 	}
-	if rate > 0 {
-		l.rate = newRateLimiter(rate)
+	st.rate = nil
+	switch {
+	case rate <= 0:
+	case old != nil && old.perSecond == float64(rate):
+		st.rate = old
+	default:
+		st.rate = newRateLimiter(rate)
 	}
-	return nil
 }
 
 // logExposure says at start-up what the listener exposes to whom.
@@ -155,32 +231,33 @@ func (s *Server) logExposure(l *listener) {
 		kind = "mqtts"
 	}
 	clientCert := "none"
-	if t := l.cfg.TLS; t != nil && t.ClientCAFile != "" {
+	if t := l.tlsFiles.Load(); t != nil && t.ClientCAFile != "" {
 		clientCert = "optional"
 		if t.RequireClientCert {
 			clientCert = "required"
 		}
 	}
+	st := l.settings()
 	rate := 0
-	if l.rate != nil {
-		rate = int(l.rate.perSecond)
+	if st.rate != nil {
+		rate = int(st.rate.perSecond)
 	}
 	attrs := []any{"listener", l.name, "address", l.ln.Addr().String(), "type", kind,
-		"tls", l.isTLS(), "client_cert", clientCert, "anonymous", l.anonymous,
-		"max_connections", l.cfg.MaxConnections, "connections_per_second_per_address", rate,
+		"tls", l.isTLS(), "client_cert", clientCert, "anonymous", st.anonymous,
+		"max_connections", st.maxConnections, "connections_per_second_per_address", rate,
 		"password_file", s.cfg.PasswordFile, "acl_file", s.cfg.ACLFile}
 	if l.isWS() {
-		attrs = append(attrs, "path", l.cfg.Path, "origins", l.cfg.Origins)
+		attrs = append(attrs, "path", l.cfg.Path, "origins", st.origins)
 	}
-	if l.cfg.TLS != nil && l.cfg.TLS.UsernameFrom != "" {
-		attrs = append(attrs, "username_from", l.cfg.TLS.UsernameFrom)
+	if f := l.tlsFiles.Load(); f != nil && f.UsernameFrom != "" {
+		attrs = append(attrs, "username_from", f.UsernameFrom)
 	}
 	if s.opts.Auth != nil {
 		attrs = append(attrs, "authenticator", "embedded")
 	}
 	s.log.Info("broker: listening", attrs...)
 	ta, _ := l.ln.Addr().(*net.TCPAddr)
-	if l.anonymous && s.opts.Auth == nil && (ta == nil || !ta.IP.IsLoopback()) {
+	if st.anonymous && s.opts.Auth == nil && (ta == nil || !ta.IP.IsLoopback()) {
 		s.log.Warn("broker: listener accepts anonymous clients from the network (allow_anonymous: true)",
 			"listener", l.name, "address", l.ln.Addr().String())
 	}
@@ -202,7 +279,7 @@ func (g gate) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if g.l.rate != nil && !g.l.rate.allow(nc.RemoteAddr()) {
+		if r := g.l.settings().rate; r != nil && !r.allow(nc.RemoteAddr()) {
 			g.s.stats.rateLimited.Add(1)
 			g.s.log.Debug("broker: connection rate exceeded, closed", "listener", g.l.name, "remote", nc.RemoteAddr().String())
 			nc.Close()
@@ -215,12 +292,13 @@ func (g gate) Accept() (net.Conn, error) {
 	}
 }
 
-// serveListener runs a bound listener until Shutdown.
-func (s *Server) serveListener(l *listener) {
-	g := gate{Listener: l.ln, s: s, l: l}
+// serveListener accepts connections on ln, the listener's socket, until it
+// is closed (by Shutdown or a reload).
+func (s *Server) serveListener(l *listener, ln net.Listener) {
+	g := gate{Listener: ln, s: s, l: l}
 	if l.isWS() {
 		defer s.wg.Done()
-		if err := l.http.Serve(g); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.http.Serve(g); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Warn("broker: websocket listener stopped", "listener", l.name, "err", err)
 		}
 		return
@@ -254,7 +332,7 @@ func (s *Server) serveWS(l *listener, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.wg.Done()
-	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}, OriginPatterns: l.cfg.Origins})
+	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsSubprotocol}, OriginPatterns: l.settings().origins})
 	if err != nil {
 		s.log.Info("broker: websocket upgrade failed", "listener", l.name, "remote", r.RemoteAddr, "err", err)
 		return

@@ -53,15 +53,16 @@ func (s *Server) authenticate(c *conn, ci *ConnectInfo) packet.ReasonCode {
 		}
 		return s.checkPassword(c, ci)
 	}
+	anonymous := l.settings().anonymous
 	if ci.Username == "" {
-		if l.anonymous {
+		if anonymous {
 			return packet.Success
 		}
 		s.loginFailed(c, ci, "anonymous clients are not allowed on this listener")
 		return packet.NotAuthorized
 	}
 	if s.passwords.Load() == nil {
-		if l.anonymous {
+		if anonymous {
 			return packet.Success
 		}
 		s.loginFailed(c, ci, "no password_file to check the user name against")
@@ -140,17 +141,30 @@ func certIdentity(l *listener, st *tls.ConnectionState) string {
 	return ""
 }
 
-// Reload applies what can change without a restart, from cfg: the password
-// file, the ACL file, and each TLS listener's tls section (certificate, key,
-// client CAs, require_client_cert, username_from), matched by position in
-// cfg.Listeners; a listener cannot gain or lose TLS without a restart, and
-// one that cfg gives no tls section keeps its own. Every file is read before anything is swapped, so an
-// error leaves the broker as it was. Connected clients stay connected: a
-// new certificate or CA list applies to new handshakes, a new password file
-// to new logins, a new ACL to every check from now on, connected clients'
-// included. Listener addresses, types, limits and the other settings are
-// not changed by Reload; an acl_file where the broker started without one
-// needs a restart.
+// Reload applies cfg to the running broker: the password file, the ACL
+// file and the listeners. Every file is read, and every new socket bound,
+// before anything is swapped, so an error (a file that cannot be read, an
+// address that cannot be bound) leaves the broker as it was.
+//
+// Listeners are matched by name, or by type and address when they have no
+// name. A listener whose address, type, path or TLS (on or off) changed is
+// closed and opened again; one that is no longer configured is closed; a
+// new one is opened. Closing a listener disconnects the clients that came
+// through it as shutdown does (v5 DISCONNECT 0x8B), with their wills and
+// sessions handled as for any connection that ends without the client's
+// DISCONNECT. A new listener that takes the port of one being closed is
+// bound once that one is closed; the others are bound while every running
+// listener still accepts.
+//
+// A listener whose address, type, path and TLS did not change keeps its
+// socket and its clients; these settings of it change in place, for the
+// connections and logins that follow: the tls section (certificate, key,
+// client CAs, require_client_cert, username_from), allow_anonymous,
+// max_connections, max_connections_per_second_per_address and origins.
+// A new password file applies to new logins, a new ACL to every check from
+// now on, connected clients' included. The broker-wide settings outside
+// password_file, acl_file and listeners are not changed by Reload; an
+// acl_file where the broker started without one needs a restart.
 func (s *Server) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("broker: reload: %w", err)
@@ -175,25 +189,14 @@ func (s *Server) Reload(cfg Config) error {
 			return fmt.Errorf("broker: reload: acl_file: %w", err)
 		}
 	}
-	files := make([]*TLSConfig, len(s.lns))
-	for i, l := range s.lns {
-		if l.tlsFiles.Load() == nil {
-			continue
-		}
-		files[i] = l.tlsFiles.Load()
-		if len(cfg.Listeners) > 0 && i < len(cfg.Listeners) && cfg.Listeners[i].TLS != nil {
-			f := *cfg.Listeners[i].TLS
-			files[i] = &f
-		}
-	}
-	tcs, err := s.loadCertificates(files)
+	err := s.reloadListeners(&cfg, func() {
+		s.passwords.Store(pw)
+		s.acl.Store(acl)
+	})
 	if err != nil {
 		return err
 	}
-	s.passwords.Store(pw)
-	s.acl.Store(acl)
-	s.swapCertificates(files, tcs)
-	s.log.Info("broker: reloaded", "password_file", cfg.PasswordFile, "acl_file", cfg.ACLFile, "tls_listeners", countTLS(tcs))
+	s.log.Info("broker: reloaded", "password_file", cfg.PasswordFile, "acl_file", cfg.ACLFile, "listeners", len(s.lns))
 	return nil
 }
 
@@ -204,50 +207,27 @@ func (s *Server) Reload(cfg Config) error {
 func (s *Server) ReloadCertificates() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	files := make([]*TLSConfig, len(s.lns))
-	for i, l := range s.lns {
-		files[i] = l.tlsFiles.Load()
+	type update struct {
+		l     *listener
+		files *TLSConfig
+		tc    *tls.Config
 	}
-	tcs, err := s.loadCertificates(files)
-	if err != nil {
-		return err
-	}
-	s.swapCertificates(files, tcs)
-	s.log.Info("broker: certificates reloaded", "tls_listeners", countTLS(tcs))
-	return nil
-}
-
-func (s *Server) loadCertificates(files []*TLSConfig) ([]*tls.Config, error) {
-	tcs := make([]*tls.Config, len(files))
-	for i, f := range files {
-		if f == nil {
+	var ups []update
+	for _, l := range s.lns {
+		files := l.tlsFiles.Load()
+		if files == nil {
 			continue
 		}
-		l := s.lns[i]
-		tc, err := loadTLS(f, l.isWS())
+		tc, err := loadTLS(files, l.isWS())
 		if err != nil {
-			return nil, fmt.Errorf("broker: reload: listener %s (%s.tls): %w", l.name, l.key, err)
+			return fmt.Errorf("broker: reload: listener %s (%s.tls): %w", l.name, l.settings().key, err)
 		}
-		tcs[i] = tc
+		ups = append(ups, update{l, files, tc})
 	}
-	return tcs, nil
-}
-
-func (s *Server) swapCertificates(files []*TLSConfig, tcs []*tls.Config) {
-	for i, tc := range tcs {
-		if tc != nil {
-			s.lns[i].tlsFiles.Store(files[i])
-			s.lns[i].tlsCfg.Store(tc)
-		}
+	for _, u := range ups {
+		u.l.tlsFiles.Store(u.files)
+		u.l.tlsCfg.Store(u.tc)
 	}
-}
-
-func countTLS(tcs []*tls.Config) int {
-	n := 0
-	for _, tc := range tcs {
-		if tc != nil {
-			n++
-		}
-	}
-	return n
+	s.log.Info("broker: certificates reloaded", "tls_listeners", len(ups))
+	return nil
 }

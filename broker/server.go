@@ -43,7 +43,9 @@ type Server struct {
 	subs     *topics.Index[*session, state.Subscription]
 	retained *topics.Retained[*message]
 
-	// lns are the listeners, built by New and bound by Start.
+	// lns are the listeners, built by New, bound by Start and changed by
+	// Reload. It is replaced (never changed in place) with both reloadMu and
+	// mu held, so holding either one is enough to read it.
 	lns []*listener
 
 	// Security: the built-in authentication and authorisation, swapped by
@@ -53,7 +55,7 @@ type Server struct {
 	authz     Authorizer
 	throttle  *auth.Throttle
 	open      atomic.Int64 // open network connections
-	// reloadMu serialises Reload and ReloadCertificates.
+	// reloadMu serialises Start, Reload and ReloadCertificates.
 	reloadMu sync.Mutex
 
 	// retainMu guards the two totals of the retained messages clients
@@ -163,6 +165,8 @@ func (s *Server) Start() error {
 	s.started = true
 	s.startAt = time.Now()
 	s.mu.Unlock()
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 
 	var bound []*listener
 	closeAll := func() {
@@ -173,7 +177,7 @@ func (s *Server) Start() error {
 	for _, l := range s.lns {
 		if err := l.bind(s.cfg.MaxConnectionsPerSecondPerAddress); err != nil {
 			closeAll()
-			return fmt.Errorf("broker: cannot listen on %s (change %s): %w", l.cfg.Address, l.key+addrSuffix(l), err)
+			return fmt.Errorf("broker: cannot listen on %s (change %s): %w", l.cfg.Address, l.settings().key+addrSuffix(l), err)
 		}
 		bound = append(bound, l)
 	}
@@ -200,7 +204,7 @@ func (s *Server) Start() error {
 			l.http = s.newHTTP(l)
 		}
 		s.wg.Add(1)
-		go s.serveListener(l)
+		go s.serveListener(l, l.ln)
 	}
 	s.mu.Unlock()
 	s.startSys()
@@ -213,13 +217,14 @@ func (s *Server) Start() error {
 
 // addrSuffix is the key of a listener's address below its own key.
 func addrSuffix(l *listener) string {
-	if l.key == "broker.listeners" {
+	if l.settings().key == "broker.listeners" {
 		return ""
 	}
 	return ".address"
 }
 
-// Addrs returns the addresses the listeners are bound to (useful with port 0).
+// Addrs returns the addresses the listeners are bound to (useful with port
+// 0), in configuration order, as of the last Reload.
 func (s *Server) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -268,11 +273,14 @@ func (s *Server) accept(ln net.Listener, l *listener) {
 // name no listener has stands for in-process clients (drivers, the bridge):
 // they may connect anonymously and no connection limit applies to them,
 // but password_file (for a client sending a user name) and the ACL apply as
-// to anyone. It returns when the connection ends.
+// to anyone. A connection served under the name of a listener that a
+// Reload then closes is disconnected with that listener's clients. It
+// returns when the connection ends.
 func (s *Server) ServeConn(nc net.Conn, name string) {
 	l := s.listenerNamed(name)
 	if l == nil {
-		l = &listener{name: name, anonymous: true}
+		l = &listener{name: name}
+		l.set.Store(&listenerSettings{anonymous: true})
 	}
 	c := s.newConn(nc, l)
 	if c == nil {
@@ -296,12 +304,12 @@ func (s *Server) listenerNamed(name string) *listener {
 }
 
 // newConn registers a connection; it returns nil (and closes nc) when the
-// server is shutting down. The caller runs c.serve, which calls wg.Done. A
-// network connection beyond max_connections (the broker's or the
-// listener's) is marked to be refused at CONNECT.
+// server is shutting down or a reload has closed l. The caller runs c.serve,
+// which calls wg.Done. A network connection beyond max_connections (the
+// broker's or the listener's) is marked to be refused at CONNECT.
 func (s *Server) newConn(nc net.Conn, l *listener) *conn {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || l.closed {
 		s.mu.Unlock()
 		nc.Close()
 		return nil
@@ -310,9 +318,10 @@ func (s *Server) newConn(nc net.Conn, l *listener) *conn {
 	c := &conn{s: s, nc: nc, l: l, problemInfo: true}
 	if l.network {
 		n, m := s.open.Add(1), l.open.Add(1)
+		lmax := l.settings().maxConnections
 		over := func(open int64, limit int, factor int64) bool { return limit > 0 && open > factor*int64(limit) }
-		c.overLimit = over(n, s.cfg.MaxConnections, 1) || over(m, l.cfg.MaxConnections, 1)
-		if over(n, s.cfg.MaxConnections, 2) || over(m, l.cfg.MaxConnections, 2) {
+		c.overLimit = over(n, s.cfg.MaxConnections, 1) || over(m, lmax, 1)
+		if over(n, s.cfg.MaxConnections, 2) || over(m, lmax, 2) {
 			// So many waiting to be refused: do not spend a goroutine on
 			// reading this one's CONNECT.
 			s.open.Add(-1)
@@ -347,6 +356,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	var lns []*listener
 	if s.bound {
+		// A reload that runs on closes what it opened itself.
 		lns = s.lns
 	}
 	conns := make([]*conn, 0, len(s.conns))
@@ -356,11 +366,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	for _, l := range lns {
-		if l.http != nil {
-			l.http.Close()
-		} else {
-			l.ln.Close()
-		}
+		l.close()
 	}
 	for _, c := range conns {
 		c.disconnect(packet.ServerShuttingDown, "server shutting down")
