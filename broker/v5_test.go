@@ -336,7 +336,8 @@ func TestSharedSubscription(t *testing.T) {
 	_, addr := startServer(t, nil, Options{})
 	pub := dialRaw(t, addr, packet.V5)
 	pub.mustConnect("pub", true)
-	pub.publish("s/r", 0, true, 0, "retained")
+	pub.publish("s/r", 1, true, 9, "retained")
+	pub.nextAck(packet.PUBACK) // stored before anyone subscribes
 
 	a := dialRaw(t, addr, packet.V5)
 	a.mustConnect("a", true)
@@ -449,7 +450,11 @@ func TestRetainHandling(t *testing.T) {
 	_, addr := startServer(t, nil, Options{})
 	pub := dialRaw(t, addr, packet.V5)
 	pub.mustConnect("pub", true)
-	pub.publish("rh/x", 0, true, 0, "kept")
+	// QoS 1: the PUBACK says the retained message is stored before c
+	// subscribes (a QoS 0 publish on another connection could still be in
+	// flight and reach c live as well).
+	pub.publish("rh/x", 1, true, 1, "kept")
+	pub.nextAck(packet.PUBACK)
 	c := dialRaw(t, addr, packet.V5)
 	c.mustConnect("c", true)
 	sub := func(id uint16, rh byte) {
