@@ -222,8 +222,9 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 }
 
 // reload re-reads the configuration (on SIGHUP) and applies what can change
-// while running: the broker's password file, ACL file and TLS files, and the
-// log level. A configuration with errors changes nothing.
+// while running: the broker's password file, ACL file and listeners (see
+// reloadBroker), and the log level. A configuration with errors, or a
+// listener address that cannot be bound, changes nothing.
 func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, logLevel, logFormat string, running Config) (Config, bool) {
 	var file *config.File
 	var err error
@@ -240,7 +241,7 @@ func reload(log *slog.Logger, level *slog.LevelVar, srv *broker.Server, path, lo
 		err = applyLogFlags(&cfg.Log, logLevel, logFormat)
 	}
 	if err == nil {
-		err = srv.Reload(cfg.Broker)
+		err = reloadBroker(log, srv, file, cfg.Broker, path == "")
 	}
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -284,11 +285,7 @@ func restartOnly(running, next Config) []string {
 
 // withoutReloadable is c without what broker.Server.Reload applies.
 func withoutReloadable(c broker.Config) broker.Config {
-	c.PasswordFile, c.ACLFile = "", ""
-	c.Listeners = append([]broker.ListenerConfig(nil), c.Listeners...)
-	for i := range c.Listeners {
-		c.Listeners[i].TLS = nil
-	}
+	c.PasswordFile, c.ACLFile, c.Listeners = "", "", nil
 	return c
 }
 

@@ -2,12 +2,63 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"reflect"
+	"syscall"
 
 	"gatewayd/bridge"
 	"gatewayd/broker"
+	"gatewayd/config"
 )
+
+// reloadBroker applies next to the running broker (password file, ACL file,
+// listeners: see broker.Server.Reload; the broker logs each listener it
+// opens or closes in detail) and logs, in one line, the listeners opened and
+// closed. A listener reopened because its address, type, path or TLS
+// changed is among both. An address that cannot be bound fails the whole
+// reload, the broker keeping its listeners; the error then says where in
+// file the address is set.
+func reloadBroker(log *slog.Logger, srv *broker.Server, file *config.File, next broker.Config, builtin bool) error {
+	before := srv.Listeners()
+	if err := srv.Reload(next); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EACCES) {
+			err = errors.Join(err, errors.New(listenHint(file, next, err, builtin)))
+		}
+		return err
+	}
+	after := srv.Listeners()
+	opened, closed := listenerChanges(before, after)
+	if len(opened)+len(closed) > 0 {
+		log.Info("listeners changed", "opened", opened, "closed", closed)
+	}
+	return nil
+}
+
+// listenerChanges names the listeners in after but not in before (opened)
+// and the other way round (closed), as "name address kind".
+func listenerChanges(before, after []broker.ListenerInfo) (opened, closed []string) {
+	in := func(ls []broker.ListenerInfo, id uint64) bool {
+		for _, l := range ls {
+			if l.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	describe := func(l broker.ListenerInfo) string { return l.Name + " " + l.Addr.String() + " " + l.Kind }
+	for _, l := range before {
+		if !in(after, l.ID) {
+			closed = append(closed, describe(l))
+		}
+	}
+	for _, l := range after {
+		if !in(before, l.ID) {
+			opened = append(opened, describe(l))
+		}
+	}
+	return opened, closed
+}
 
 // applyComponents brings the devices and bridges from running's
 // configuration to next's after a SIGHUP, restarting only what changed: the
