@@ -31,6 +31,7 @@ import (
 	"gatewayd/broker/client"
 	"gatewayd/broker/packet"
 	"gatewayd/broker/state"
+	"gatewayd/internal/testenv"
 )
 
 var full = flag.Bool("bridge.full", false, "run the long outage variant (10,000 messages, 60 s outage)")
@@ -73,9 +74,6 @@ func startMosquittoAuth(t *testing.T, passwords bool) *mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-	}
-	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
-		t.Skip("under qemu-user (make test-arm): the outage and drain timings against mosquitto do not hold under emulation")
 	}
 	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t), tlsPort: freePort(t)}
 	me := "root"
@@ -141,7 +139,7 @@ func (m *mosquitto) start() {
 		close(exited)
 	}()
 	m.cmd, m.exited = cmd, exited
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(15 * time.Second))
 	for {
 		c, err := net.Dial("tcp", m.Addr())
 		if err == nil {
@@ -389,7 +387,7 @@ func (g *gateway) shutdown() {
 	if g.srv == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(10*time.Second))
 	defer cancel()
 	g.srv.Shutdown(ctx)
 	g.srv = nil
@@ -403,7 +401,7 @@ func quietLog() *slog.Logger {
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(d))
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -459,6 +457,7 @@ func (r *recorder) snapshot() []*client.Message {
 // waitFor waits until cond holds for what was received, or fails after d.
 func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func([]*client.Message) bool) []*client.Message {
 	t.Helper()
+	d = testenv.Scale(d)
 	deadline := time.After(d)
 	for {
 		got := r.snapshot()
@@ -541,7 +540,7 @@ func startBridge(t *testing.T, g *gateway, cfg Config) *Bridge {
 }
 
 func stopBridge(t *testing.T, b *Bridge) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(15*time.Second))
 	defer cancel()
 	if err := b.Stop(ctx); err != nil {
 		t.Errorf("bridge stop: %v", err)
@@ -642,7 +641,7 @@ func arrived(n int) func([]*client.Message) bool {
 // waitState waits for the bridge's cloud state.
 func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(testenv.Scale(d))
 	for b.Stats().State != want {
 		if time.Now().After(deadline) {
 			t.Fatalf("bridge state %s, want %s", b.Stats().State, want)
@@ -656,7 +655,7 @@ func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
 // follow the loss faster than a poll sees the state in between).
 func waitLost(t *testing.T, b *Bridge, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(testenv.Scale(d))
 	for st := b.Stats().State; st != "disconnected" && st != "connecting"; st = b.Stats().State {
 		if time.Now().After(deadline) {
 			t.Fatalf("bridge state %s, want disconnected or connecting", st)
@@ -668,7 +667,7 @@ func waitLost(t *testing.T, b *Bridge, d time.Duration) {
 // waitQueued waits until the bridge's local queue holds n messages.
 func waitQueued(t *testing.T, b *Bridge, n int, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(testenv.Scale(d))
 	for b.Stats().QueuedMessages != n {
 		if time.Now().After(deadline) {
 			t.Fatalf("queued %d, want %d", b.Stats().QueuedMessages, n)

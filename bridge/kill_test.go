@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gatewayd/broker/client"
+	"gatewayd/internal/testenv"
 )
 
 // gatewaydProc is the real gatewayd binary run by the test.
@@ -37,6 +38,11 @@ func (g *gatewaydProc) Write(p []byte) (int, error) {
 func (g *gatewaydProc) start() {
 	g.t.Helper()
 	cmd := exec.Command(g.bin, "--config", g.conf)
+	if q := testenv.Emulator(); q != "" {
+		// Built for the emulated architecture (make test-arm): run it
+		// through the same qemu-user emulator as this test.
+		cmd = exec.Command(q, g.bin, "--config", g.conf)
+	}
 	cmd.Stdout, cmd.Stderr = g, g
 	if err := cmd.Start(); err != nil {
 		g.t.Fatal(err)
@@ -47,7 +53,7 @@ func (g *gatewaydProc) start() {
 		close(exited)
 	}()
 	g.cmd, g.exited = cmd, exited
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(20 * time.Second))
 	for {
 		c, err := net.Dial("tcp", g.addr)
 		if err == nil {

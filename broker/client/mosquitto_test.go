@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gatewayd/internal/testenv"
 )
 
 // mosquitto is a real mosquitto broker run by a test on a loopback port with
@@ -47,9 +49,6 @@ func startMosquitto(t *testing.T, extra string) *mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-	}
-	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
-		t.Skip("under qemu-user (make test-arm): mosquitto's start-up races the emulated client")
 	}
 	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t)}
 	// user: mosquitto started as root would otherwise switch to the
@@ -93,7 +92,7 @@ func (m *mosquitto) start() {
 // waitListening waits until addr accepts connections or mosquitto exits.
 func (m *mosquitto) waitListening(addr string) {
 	m.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(15 * time.Second))
 	for {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -148,7 +147,7 @@ func freePort(t *testing.T) int {
 // testCtx is a context bounding one step of a test, so that a broken
 // implementation fails instead of hanging.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(20*time.Second))
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -165,7 +164,7 @@ func connect(t *testing.T, opts Options) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(10*time.Second))
 		defer cancel()
 		c.Disconnect(ctx)
 	})
@@ -184,7 +183,7 @@ func (c collector) next(t *testing.T) *Message {
 	select {
 	case m := <-c:
 		return m
-	case <-time.After(20 * time.Second):
+	case <-time.After(testenv.Scale(20 * time.Second)):
 		t.Fatal("no message arrived")
 		return nil
 	}

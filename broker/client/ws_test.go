@@ -121,9 +121,6 @@ func TestWebSocketMosquitto(t *testing.T) {
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed")
 	}
-	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
-		t.Skip("under qemu-user (make test-arm): mosquitto's start-up races the emulated client")
-	}
 	port := freePort(t)
 	conf := filepath.Join(t.TempDir(), "ws.conf")
 	os.WriteFile(conf, []byte("listener "+strconv.Itoa(port)+" 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"), 0o600)
