@@ -164,6 +164,11 @@ func TestDurableSurvivesSIGKILL(t *testing.T) {
 		if !killed {
 			t.Fatalf("kill %d: child ended on its own after %d acks: %v\n%s", kill, n, err, stderr.String())
 		}
+		// A race-enabled child reports data races on stderr, and a killed
+		// child never exits with the race detector's status.
+		if strings.Contains(stderr.String(), "DATA RACE") {
+			t.Fatalf("kill %d: the child had a data race:\n%s", kill, stderr.String())
+		}
 
 		files, contents := readStore(dir)
 		d := open(t, dir, DurableOptions{})
