@@ -25,13 +25,32 @@ import (
 //	magic "GWDSTATE" | version u16 | kind u8 | 0 | seq u64 | prevLen u64 | crc32c u32
 //
 // prevLen (logs only) is how many bytes of the previous log count: a log is
-// started after a write error or after a torn tail was found at start-up, and
-// whatever the previous log holds past prevLen (bytes of batches that were
-// reported failed) is ignored. Records follow the header:
+// started by compaction, after a write error or after a torn tail was found at
+// start-up, and whatever the previous log holds past prevLen (bytes of batches
+// that were reported failed) is ignored. Records follow the header:
 //
 //	length u32 | crc32c(length, payload) u32 | payload (batches, concatenated)
 //
 // All integers in headers are little-endian.
+//
+// What recovery trusts, and the order of writes that makes it right after a
+// crash at any point:
+//
+//   - A batch is acknowledged only after its record is written to the current
+//     log and fdatasynced; the record lies below the log's valid length.
+//   - A new log is written and fsynced as log-<seq>.tmp, renamed, and the
+//     directory fsynced; only then does the writer append to it. Its prevLen
+//     is the current log's valid length, and nothing is appended to the
+//     current log once the new log may exist on disk (a failed directory
+//     fsync after the rename leaves the store broken until a roll succeeds).
+//   - A snapshot holds the state as of the roll to log-<seq> (frozen on the
+//     writer goroutine right after the roll). It is written and fsynced as
+//     snap-<seq>.tmp, renamed and the directory fsynced before any log or
+//     snapshot older than <seq> is deleted.
+//   - Recovery uses the newest snapshot and the logs from its seq on, which
+//     must be contiguous; each log counts up to the prevLen of the next. Only
+//     the last log may end in a torn record, and only at its end: a bad
+//     record followed by a valid one is damage, not a tear.
 const (
 	headerSize   = 32
 	recordHeader = 8
