@@ -464,7 +464,8 @@ func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
 	}
 	*c.outP = out
 	c.s.stats.msgsSent.Add(1)
-	c.s.stats.pubSent.Add(1)
+	c.s.stats.pubSent[p.QoS&3].Add(1)
+	c.s.stats.pubBytesSent[p.QoS&3].Add(uint64(len(p.Payload)))
 	c.kickLocked()
 	return sent
 }

@@ -243,7 +243,8 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 		c.disconnect(packet.ReceiveMaximumExceeded, "more than "+itoa(int(s.cfg.ReceiveMaximum))+" QoS 1/2 messages in flight")
 		return false
 	}
-	s.stats.pubRecv.Add(1)
+	s.stats.pubRecv[p.QoS&3].Add(1)
+	s.stats.pubBytesRecv[p.QoS&3].Add(uint64(len(p.Payload)))
 	topic := stringOf(p.Topic)
 	// Topics starting with '$' belong to the broker ($SYS): clients must not
 	// forge them.

@@ -10,16 +10,20 @@ import (
 
 // counters are the broker's statistics, updated with atomics on the hot path.
 type counters struct {
-	connected       atomic.Int64
-	disconnected    atomic.Int64 // persistent sessions without a connection
-	maxConnected    atomic.Int64
-	refused         atomic.Uint64
-	msgsRecv        atomic.Uint64
-	msgsSent        atomic.Uint64
-	bytesRecv       atomic.Uint64
-	bytesSent       atomic.Uint64
-	pubRecv         atomic.Uint64
-	pubSent         atomic.Uint64
+	connected    atomic.Int64
+	disconnected atomic.Int64 // persistent sessions without a connection
+	maxConnected atomic.Int64
+	refused      atomic.Uint64
+	msgsRecv     atomic.Uint64
+	msgsSent     atomic.Uint64
+	bytesRecv    atomic.Uint64
+	bytesSent    atomic.Uint64
+	// PUBLISH packets and their payload bytes by QoS (index 3 is never
+	// used: the decoder refuses QoS 3, and &3 spares a bounds check).
+	pubRecv         [4]atomic.Uint64
+	pubSent         [4]atomic.Uint64
+	pubBytesRecv    [4]atomic.Uint64
+	pubBytesSent    [4]atomic.Uint64
 	dropped         atomic.Uint64
 	slowDrops       atomic.Uint64
 	queueDrops      atomic.Uint64
@@ -60,12 +64,24 @@ type Stats struct {
 	MessagesSent        uint64 // messages/sent
 	BytesReceived       uint64 // bytes/received
 	BytesSent           uint64 // bytes/sent
-	PublishReceived     uint64 // publish/messages/received
-	PublishSent         uint64 // publish/messages/sent
+	PublishReceived     uint64 // publish/messages/received: PUBLISH packets from clients
+	PublishSent         uint64 // publish/messages/sent: PUBLISH packets to clients
 	PublishDropped      uint64 // publish/messages/dropped: every drop below
 	Subscriptions       int    // subscriptions/count
 	Retained            int    // retained messages/count
 	Queued              int64  // store/messages/count: QoS 1/2 queued or in flight
+
+	// The same PUBLISH packets by QoS (index 0, 1, 2; each sums to the
+	// total above), and their payload bytes, as Mosquitto counts
+	// publish/bytes (topic, properties and headers not included). A PUBLISH
+	// sent has the QoS it is delivered at (the lower of the message's and
+	// the subscription's).
+	PublishReceivedQoS      [3]uint64 // publish/messages/qos<N>/received
+	PublishSentQoS          [3]uint64 // publish/messages/qos<N>/sent
+	PublishBytesReceived    uint64    // publish/bytes/received
+	PublishBytesSent        uint64    // publish/bytes/sent
+	PublishBytesReceivedQoS [3]uint64 // publish/bytes/qos<N>/received
+	PublishBytesSentQoS     [3]uint64 // publish/bytes/qos<N>/sent
 
 	// Why messages were dropped (each also counts in PublishDropped).
 	DroppedSlowConsumer uint64 // QoS 0 not fitting a client's output buffer
@@ -101,8 +117,6 @@ func (s *Server) Stats() Stats {
 		MessagesSent:        c.msgsSent.Load(),
 		BytesReceived:       c.bytesRecv.Load(),
 		BytesSent:           c.bytesSent.Load(),
-		PublishReceived:     c.pubRecv.Load(),
-		PublishSent:         c.pubSent.Load(),
 		PublishDropped:      c.dropped.Load(),
 		Subscriptions:       s.subs.Len(),
 		Retained:            s.retained.Len(),
@@ -124,6 +138,16 @@ func (s *Server) Stats() Stats {
 		RetainedRefused:        c.retainedRefused.Load(),
 		PublishDenied:          c.publishDenied.Load(),
 		SubscribeDenied:        c.subscribeDenied.Load(),
+	}
+	for q := range 3 {
+		st.PublishReceivedQoS[q] = c.pubRecv[q].Load()
+		st.PublishSentQoS[q] = c.pubSent[q].Load()
+		st.PublishBytesReceivedQoS[q] = c.pubBytesRecv[q].Load()
+		st.PublishBytesSentQoS[q] = c.pubBytesSent[q].Load()
+		st.PublishReceived += st.PublishReceivedQoS[q]
+		st.PublishSent += st.PublishSentQoS[q]
+		st.PublishBytesReceived += st.PublishBytesReceivedQoS[q]
+		st.PublishBytesSent += st.PublishBytesSentQoS[q]
 	}
 	st.ClientsTotal = st.ClientsConnected + st.ClientsDisconnected
 	if !s.startAt.IsZero() {
@@ -185,6 +209,14 @@ func (s *Server) publishStats() {
 	s.publishSys("$SYS/broker/publish/messages/received", u(st.PublishReceived))
 	s.publishSys("$SYS/broker/publish/messages/sent", u(st.PublishSent))
 	s.publishSys("$SYS/broker/publish/messages/dropped", u(st.PublishDropped))
+	s.publishSys("$SYS/broker/publish/bytes/received", u(st.PublishBytesReceived))
+	s.publishSys("$SYS/broker/publish/bytes/sent", u(st.PublishBytesSent))
+	for q, name := range [3]string{"qos0", "qos1", "qos2"} {
+		s.publishSys("$SYS/broker/publish/messages/"+name+"/received", u(st.PublishReceivedQoS[q]))
+		s.publishSys("$SYS/broker/publish/messages/"+name+"/sent", u(st.PublishSentQoS[q]))
+		s.publishSys("$SYS/broker/publish/bytes/"+name+"/received", u(st.PublishBytesReceivedQoS[q]))
+		s.publishSys("$SYS/broker/publish/bytes/"+name+"/sent", u(st.PublishBytesSentQoS[q]))
+	}
 	s.publishSys("$SYS/broker/subscriptions/count", i(int64(st.Subscriptions)))
 	s.publishSys("$SYS/broker/retained messages/count", i(int64(st.Retained)))
 	s.publishSys("$SYS/broker/store/messages/count", i(st.Queued))

@@ -77,6 +77,10 @@ var (
 	bytesOut       = desc("broker_sent_bytes_total", "Bytes sent to clients.")
 	publishIn      = desc("broker_publish_received_total", "PUBLISH packets received.")
 	publishOut     = desc("broker_publish_sent_total", "PUBLISH packets sent.")
+	publishInQoS   = desc("broker_publish_messages_received_total", "PUBLISH packets received, by QoS.", "qos")
+	publishOutQoS  = desc("broker_publish_messages_sent_total", "PUBLISH packets sent, by the QoS delivered at.", "qos")
+	payloadIn      = desc("broker_publish_received_bytes_total", "Payload bytes of the PUBLISH packets received, by QoS.", "qos")
+	payloadOut     = desc("broker_publish_sent_bytes_total", "Payload bytes of the PUBLISH packets sent, by QoS.", "qos")
 	dropped        = desc("broker_publish_dropped_total", "Messages dropped, by reason.", "reason")
 	subscriptions  = desc("broker_subscriptions", "Subscriptions held.")
 	retained       = desc("broker_retained_messages", "Retained messages held.")
@@ -135,6 +139,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(bytesOut, s.BytesSent)
 		counter(publishIn, s.PublishReceived)
 		counter(publishOut, s.PublishSent)
+		for q, l := range [3]string{"0", "1", "2"} {
+			counter(publishInQoS, s.PublishReceivedQoS[q], l)
+			counter(publishOutQoS, s.PublishSentQoS[q], l)
+			counter(payloadIn, s.PublishBytesReceivedQoS[q], l)
+			counter(payloadOut, s.PublishBytesSentQoS[q], l)
+		}
 		counter(dropped, s.DroppedSlowConsumer, "slow_consumer")
 		counter(dropped, s.DroppedQueueFull, "queue_full")
 		counter(dropped, s.DroppedTooLarge, "too_large")

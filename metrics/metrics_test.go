@@ -135,6 +135,25 @@ func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 			t.Errorf("%s did not move with a QoS 1 publish: %v then %v", name, before[name], after[name])
 		}
 	}
+	// One QoS 1 PUBLISH with a 4-byte payload, and nothing at QoS 0 or 2.
+	for name, delta := range map[string]float64{
+		`gatewayd_broker_publish_messages_received_total{qos="0"}`: 0,
+		`gatewayd_broker_publish_messages_received_total{qos="1"}`: 1,
+		`gatewayd_broker_publish_messages_received_total{qos="2"}`: 0,
+		`gatewayd_broker_publish_received_bytes_total{qos="0"}`:    0,
+		`gatewayd_broker_publish_received_bytes_total{qos="1"}`:    4,
+		`gatewayd_broker_publish_received_bytes_total{qos="2"}`:    0,
+		`gatewayd_broker_publish_messages_sent_total{qos="1"}`:     0,
+		`gatewayd_broker_publish_sent_bytes_total{qos="1"}`:        0,
+	} {
+		b, okb := before[name]
+		a, oka := after[name]
+		if !okb || !oka {
+			t.Errorf("no %s", name)
+		} else if a-b != delta {
+			t.Errorf("%s moved by %v with one 4-byte QoS 1 publish, want %v", name, a-b, delta)
+		}
+	}
 }
 
 func TestEmptyAddressDisablesTheEndpoint(t *testing.T) {
