@@ -6,21 +6,34 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gatewayd/internal/testenv"
 )
 
 // buildGatewaydBeside builds gatewayd next to the gatewayctl under test,
 // where `gatewayctl check` looks for it first.
 func buildGatewaydBeside(t *testing.T) {
 	t.Helper()
-	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
-		t.Skip("gatewayctl check runs gatewayd: not under qemu-user")
-	}
 	p := filepath.Join(filepath.Dir(bin), "gatewayd")
 	if _, err := os.Stat(p); err == nil {
 		return
 	}
-	if out, err := exec.Command("go", "build", "-o", p, "gatewayd/cmd/gatewayd").CombinedOutput(); err != nil {
+	dst := p
+	q := testenv.Emulator()
+	if q != "" {
+		// Under qemu-user (make test-arm) the kernel cannot run a binary
+		// of the emulated architecture by itself (no binfmt), so the
+		// gatewayd that gatewayctl runs is a script that runs the real one
+		// through the same emulator.
+		dst = p + ".bin"
+	}
+	if out, err := exec.Command("go", "build", "-o", dst, "gatewayd/cmd/gatewayd").CombinedOutput(); err != nil {
 		t.Fatalf("building gatewayd: %v\n%s", err, out)
+	}
+	if q != "" {
+		if err := os.WriteFile(p, []byte("#!/bin/sh\nexec "+q+" "+dst+" \"$@\"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

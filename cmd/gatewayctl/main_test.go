@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"gatewayd/internal/testenv"
 )
 
 // bin is the gatewayctl binary built for the tests.
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	// Under make test-arm the binary is for the emulated architecture:
 	// run it through the same qemu-user emulator as this test.
-	if q := os.Getenv("GATEWAYD_QEMU_USER"); q != "" {
+	if q := testenv.Emulator(); q != "" {
 		w := bin + "-qemu"
 		if err := os.WriteFile(w, []byte("#!/bin/sh\nexec "+q+" "+bin+" \"$@\"\n"), 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -118,7 +120,7 @@ func (b *mosq) addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(20 * time.Second))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -154,7 +156,7 @@ func (p *proc) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-p.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.Scale(30 * time.Second)):
 		t.Fatalf("gatewayctl %v did not exit", p.cmd.Args[1:])
 	}
 	return p.cmd.ProcessState.ExitCode()
@@ -163,7 +165,7 @@ func (p *proc) wait(t *testing.T) int {
 // ctl runs gatewayctl to completion.
 func ctl(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(30*time.Second))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)

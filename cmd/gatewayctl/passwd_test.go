@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gatewayd/broker/auth"
+	"gatewayd/internal/testenv"
 )
 
 // gatewayctl passwd -c --stdin writes an entry the broker's loader accepts
@@ -105,9 +106,6 @@ func TestPasswdExitStatus(t *testing.T) {
 // appears in what the terminal shows, and the entry verifies; two different
 // answers change nothing and exit 1.
 func TestPasswdPromptsWithoutEcho(t *testing.T) {
-	if os.Getenv("GATEWAYD_QEMU_USER") != "" {
-		t.Skip("under qemu-user (make test-arm) the terminal's echo setting does not reach the pseudo-terminal")
-	}
 	file := filepath.Join(t.TempDir(), "passwd")
 	run := func(first, second string) (string, int) {
 		t.Helper()
@@ -126,7 +124,7 @@ func TestPasswdPromptsWithoutEcho(t *testing.T) {
 		// once it is off, as a person would.
 		echoOff := func() {
 			t.Helper()
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
 			for {
 				tio, err := unix.IoctlGetTermios(int(term.Fd()), unix.TCGETS)
 				if err != nil {
@@ -146,7 +144,7 @@ func TestPasswdPromptsWithoutEcho(t *testing.T) {
 			t.Helper()
 			buf := make([]byte, 256)
 			for !strings.Contains(shown.String(), prompt) {
-				tty.SetReadDeadline(time.Now().Add(10 * time.Second))
+				tty.SetReadDeadline(time.Now().Add(testenv.Scale(10 * time.Second)))
 				n, err := tty.Read(buf)
 				shown.Write(buf[:n])
 				if err != nil {
