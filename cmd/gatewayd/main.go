@@ -1,7 +1,8 @@
 // Command gatewayd is the gateway daemon: it runs the local MQTT broker with
 // the configuration given by --config, or the built-in one (default.yaml).
 // SIGHUP re-reads the configuration and applies what can change while running
-// (password file, ACL file, TLS files, log level); SIGINT and SIGTERM stop it.
+// (password file, ACL file, listeners, devices, bridges, log level); SIGINT
+// and SIGTERM stop it.
 //
 // Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
 // broker cannot start or stop, 2 for a bad command line or configuration.
