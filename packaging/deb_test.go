@@ -2,10 +2,12 @@ package packaging
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -13,20 +15,57 @@ import (
 // the .deb's path.
 func buildDeb(t *testing.T) string {
 	t.Helper()
-	out := t.TempDir()
+	deb, err := buildDebInto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deb
+}
+
+func buildDebInto(out string) (string, error) {
 	cmd := exec.Command("./release", "-o", out, "--debs-only", "amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("packaging/release: %v\n%s", err, b)
+		return "", fmt.Errorf("packaging/release: %v\n%s", err, b)
 	}
 	debs, _ := filepath.Glob(filepath.Join(out, "gatewayd_*_amd64.deb"))
 	if len(debs) != 1 {
-		t.Fatalf("want one .deb in %s, got %q", out, debs)
+		return "", fmt.Errorf("want one .deb in %s, got %q", out, debs)
 	}
 	sums, err := os.ReadFile(filepath.Join(out, "SHA256SUMS"))
 	if err != nil || !strings.Contains(string(sums), "  "+filepath.Base(debs[0])+"\n") {
-		t.Errorf("SHA256SUMS does not list the .deb (%v):\n%s", err, sums)
+		return "", fmt.Errorf("SHA256SUMS does not list the .deb (%v):\n%s", err, sums)
 	}
-	return debs[0]
+	return debs[0], nil
+}
+
+// The tests that only look at the .deb or install it share one build.
+var shared struct {
+	once sync.Once
+	dir  string
+	deb  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedDeb is the .deb built once for this test run.
+func sharedDeb(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		if shared.dir, shared.err = os.MkdirTemp("", "gatewayd-deb-"); shared.err == nil {
+			shared.deb, shared.err = buildDebInto(shared.dir)
+		}
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.deb
 }
 
 func needTools(t *testing.T) {
@@ -44,7 +83,7 @@ func needTools(t *testing.T) {
 
 func TestDebIsReproducible(t *testing.T) {
 	needTools(t)
-	a, b := buildDeb(t), buildDeb(t)
+	a, b := sharedDeb(t), buildDeb(t)
 	if filepath.Base(a) != filepath.Base(b) {
 		t.Fatalf("names differ: %s, %s", a, b)
 	}
@@ -57,7 +96,7 @@ func TestDebIsReproducible(t *testing.T) {
 
 func TestDebContentsPermissionsConffilesAndScripts(t *testing.T) {
 	needTools(t)
-	deb := buildDeb(t)
+	deb := sharedDeb(t)
 	root, control := t.TempDir(), t.TempDir()
 	for _, args := range [][]string{{"-x", deb, root}, {"-e", deb, control}} {
 		if out, err := exec.Command("dpkg-deb", args...).CombinedOutput(); err != nil {
@@ -117,13 +156,9 @@ func TestDebContentsPermissionsConffilesAndScripts(t *testing.T) {
 		}
 	}
 
-	scripts := map[string][]string{
-		"postinst": {"systemd-sysusers gatewayd.conf", "systemd-tmpfiles --create gatewayd.conf",
-			"systemctl enable gatewayd.service", "[ -d /run/systemd/system ]", "systemctl --no-block start gatewayd.service"},
-		"prerm":  {"systemctl stop gatewayd.service"},
-		"postrm": {`[ "$1" = purge ]`, "rm -rf /var/lib/gatewayd"},
-	}
-	for name, wants := range scripts {
+	// What the maintainer scripts do is checked by running them with dpkg
+	// (dpkg_test.go); here only that they are there, executable and parse.
+	for _, name := range []string{"postinst", "prerm", "postrm"} {
 		path := filepath.Join(control, name)
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -136,16 +171,5 @@ func TestDebContentsPermissionsConffilesAndScripts(t *testing.T) {
 		if out, err := exec.Command("sh", "-n", path).CombinedOutput(); err != nil {
 			t.Errorf("sh -n %s: %v\n%s", name, err, out)
 		}
-		b, _ := os.ReadFile(path)
-		for _, w := range wants {
-			if !strings.Contains(string(b), w) {
-				t.Errorf("%s does not contain %q", name, w)
-			}
-		}
-	}
-	// Data is kept on remove: only purge deletes /var/lib/gatewayd.
-	postrm, _ := os.ReadFile(filepath.Join(control, "postrm"))
-	if i, j := strings.Index(string(postrm), `"$1" = purge`), strings.Index(string(postrm), "rm -rf /var/lib/gatewayd"); i < 0 || j < i {
-		t.Error("postrm removes /var/lib/gatewayd outside purge")
 	}
 }
