@@ -31,6 +31,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gatewayctl check: gatewayd not found beside gatewayctl or on PATH (give -gatewayd PATH)")
 		return exitFailed
 	}
+	// A binary that is missing or not executable is reported without
+	// starting a process for it.
+	if _, err := exec.LookPath(bin); err != nil {
+		fmt.Fprintf(stderr, "gatewayctl check: %s: %v\n", bin, err)
+		return exitFailed
+	}
 	cmd := exec.Command(bin, "--check", "--config", pos[0])
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err = cmd.Run()
