@@ -17,7 +17,7 @@ import (
 // collects and returns the free memory once (debug.FreeOSMemory). It does
 // nothing while traffic flows, so it costs message throughput nothing.
 const (
-	trimTick = 500 * time.Millisecond
+	trimTick = 250 * time.Millisecond
 	// A tick is quiet when fewer than quietBytes and quietPackets were
 	// received and sent and no client connected or disconnected; 10 000
 	// idle clients pinging every minute stay below that.
