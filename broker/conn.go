@@ -18,17 +18,28 @@ import (
 // back as soon as every byte read has been handled, so thousands of idle
 // clients cost a few hundred bytes each rather than tens of KiB.
 const (
-	smallReadSize = 256
+	smallReadSize = 224
 	bigReadSize   = 32 << 10
 	// maxPooledOut is the largest output buffer kept for reuse; a buffer grown
 	// by a burst beyond it is left to the garbage collector.
 	maxPooledOut = 64 << 10
+	// idleHandoff is how long a plain TCP reader that has handled packets
+	// waits for more before it hands the connection to a fresh goroutine
+	// (see resume).
+	idleHandoff = 250 * time.Millisecond
 )
 
 var (
 	bigReadBufs = sync.Pool{New: func() any { b := make([]byte, bigReadSize); return &b }}
 	outBufs     = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 	decoders    = sync.Pool{New: func() any { return new(packet.Decoder) }}
+
+	// epoch is the monotonic origin of conn.kaSet.
+	epoch = time.Now()
+
+	// readerHandoffs counts idle connections handed to a fresh reader
+	// goroutine.
+	readerHandoffs atomic.Uint64
 )
 
 // conn is one client connection: the reader goroutine's state and the output
@@ -40,23 +51,25 @@ type conn struct {
 	// tlsState is the TLS state of a connection that is not a *tls.Conn
 	// itself (wss); set before serve.
 	tlsState *tls.ConnectionState
-	// overLimit: the connection is beyond max_connections and is refused
-	// at CONNECT.
-	overLimit bool
 
 	// Owned by the reader goroutine.
-	small       [smallReadSize]byte
-	bigP        *[]byte         // pooled read buffer while traffic flows
-	dec         *packet.Decoder // pooled while traffic flows
-	decVersion  packet.Version  // survives giving the decoder back
-	connected   bool
-	keepAlive   time.Duration
-	ci          *ConnectInfo
-	sess        *session
-	inAliases   []string // v5 inbound topic aliases, index = alias
-	problemInfo bool     // v5 Request Problem Information (default 1)
-	normal      bool     // ended by the client's DISCONNECT without will
-	sendWill    bool     // DISCONNECT 0x04: publish the will anyway
+	small      [smallReadSize]byte
+	bigP       *[]byte         // pooled read buffer while traffic flows
+	dec        *packet.Decoder // pooled while traffic flows
+	keepAlive  time.Duration
+	kaSet      time.Duration // when the keepalive read deadline was last moved, since epoch
+	ci         *ConnectInfo
+	sess       *session
+	inAliases  []string       // v5 inbound topic aliases, index = alias
+	decVersion packet.Version // survives giving the decoder back
+	connected  bool
+	// overLimit: the connection is beyond max_connections and is refused
+	// at CONNECT.
+	overLimit   bool
+	problemInfo bool // v5 Request Problem Information (default 1)
+	normal      bool // ended by the client's DISCONNECT without will
+	sendWill    bool // DISCONNECT 0x04: publish the will anyway
+	handoff     bool // idle reads move to a fresh goroutine (plain TCP)
 
 	// will is the connection's will; whoever takes it (the reader when the
 	// connection ends, or a takeover) decides its fate.
@@ -85,37 +98,98 @@ type conn struct {
 
 // serve runs the reader until the connection ends, then cleans up.
 func (c *conn) serve() {
-	defer c.s.wg.Done()
-	c.readLoop()
-	c.finish()
+	c.run(false, 0, nil)
 }
 
-func (c *conn) readLoop() {
+// serveAccepted serves a connection accepted by one of the server's own
+// listeners; it returns at once when the reader hands the connection to a
+// fresh goroutine. Only plain TCP connections do: a TLS or WebSocket
+// connection's state after a read timeout is its library's affair, and
+// ServeConn's caller expects it to return when the connection ends.
+func (c *conn) serveAccepted() {
+	_, c.handoff = c.nc.(*net.TCPConn)
+	c.serve()
+}
+
+// resume continues reading an idle connection on a fresh goroutine. The
+// goroutine that handled CONNECT and later packets has grown its stack to
+// 4 KiB or more, and the runtime halves a stack only while less than a
+// quarter of it is in use, which a goroutine blocked in Read never is below
+// 4 KiB; a new goroutine blocked in this small frame stays at the 2 KiB
+// minimum. Only once data arrives does the deeper work begin.
+func (c *conn) resume() {
+	m, err := c.nc.Read(c.small[:])
+	c.run(true, m, err)
+}
+
+func (c *conn) run(resumed bool, m int, err error) {
+	if c.readLoop(resumed, m, err) {
+		return // a fresh goroutine goes on reading
+	}
+	c.finish()
+	c.s.wg.Done()
+}
+
+// readLoop reads and handles packets until the connection ends. A resumed
+// loop starts with the result of resume's read. It returns true when it has
+// handed the connection to a fresh goroutine: a plain TCP reader that has
+// handled packets and then waited idleHandoff for more does so with
+// nothing buffered, moving the read deadline back to the keepalive's.
+func (c *conn) readLoop(resumed bool, m int, rerr error) bool {
 	buf := c.small[:]
 	n := 0
 	connectBy := time.Now().Add(c.s.cfg.ConnectTimeout)
-	var readDeadlineSet time.Time
+	// set is the read deadline on nc (zero: none); idleAt, when not zero,
+	// the hand-off deadline of this goroutine.
+	var set, idleAt time.Time
+	if resumed {
+		set = c.keepAliveDeadline()
+	}
 	for {
-		switch {
-		case !c.connected:
-			c.nc.SetReadDeadline(connectBy)
-		case c.keepAlive == 0:
-			if readDeadlineSet.IsZero() {
-				// Keepalive 0: the client may stay silent for ever.
-				readDeadlineSet = time.Now()
-				c.nc.SetReadDeadline(time.Time{})
+		if !resumed {
+			hard := connectBy
+			if c.connected {
+				// 1.5 x keepalive after the last packet, moved only once a
+				// quarter of the keepalive has passed: the client always
+				// has at least 1.25 x keepalive, and a busy connection does
+				// not reset a timer on every read. Keepalive 0: the client
+				// may stay silent for ever.
+				if c.keepAlive > 0 {
+					if now := time.Since(epoch); now-c.kaSet > c.keepAlive/4 {
+						c.kaSet = now
+					}
+				}
+				hard = c.keepAliveDeadline()
+				if c.handoff && idleAt.IsZero() {
+					idleAt = time.Now().Add(idleHandoff)
+				}
 			}
-		case c.keepAlive > 0:
-			// 1.5 x keepalive after the last packet, moved only once a
-			// quarter of the keepalive has passed: the client always has at
-			// least 1.25 x keepalive, and a busy connection does not reset a
-			// timer on every read.
-			if now := time.Now(); now.Sub(readDeadlineSet) > c.keepAlive/4 {
-				readDeadlineSet = now
-				c.nc.SetReadDeadline(now.Add(c.keepAlive * 3 / 2))
+			want := hard
+			if !idleAt.IsZero() && (hard.IsZero() || idleAt.Before(hard)) {
+				want = idleAt
+			}
+			if !want.Equal(set) {
+				set = want
+				c.nc.SetReadDeadline(want)
+			}
+			m, rerr = c.nc.Read(buf[n:])
+			if m == 0 && rerr != nil && !idleAt.IsZero() && set.Equal(idleAt) && isTimeout(rerr) {
+				// The hand-off deadline, not the keepalive's.
+				if n == 0 {
+					set = c.keepAliveDeadline()
+					c.nc.SetReadDeadline(set)
+					c.releaseBig()
+					c.releaseDecoder()
+					readerHandoffs.Add(1)
+					go c.resume()
+					return true
+				}
+				// A packet is partly read: wait for the rest here.
+				idleAt = time.Now().Add(idleHandoff)
+				continue
 			}
 		}
-		m, rerr := c.nc.Read(buf[n:])
+		resumed = false
 		filled := m > 0 && n+m == len(buf)
 		n += m
 		if m > 0 {
@@ -131,7 +205,7 @@ func (c *conn) readLoop() {
 			h, hl, err := packet.DecodeFixedHeader(buf[off:n])
 			if err != nil {
 				c.protocolError(err)
-				return
+				return false
 			}
 			if hl == 0 {
 				need = n - off + 1
@@ -139,7 +213,7 @@ func (c *conn) readLoop() {
 			}
 			if err := c.dec.CheckSize(h, hl); err != nil {
 				c.protocolError(err)
-				return
+				return false
 			}
 			total := hl + h.Remaining
 			if n-off < total {
@@ -150,11 +224,11 @@ func (c *conn) readLoop() {
 			off += total
 			if err != nil {
 				c.protocolError(err)
-				return
+				return false
 			}
 			c.s.stats.msgsRecv.Add(1)
 			if !c.handle(p) {
-				return
+				return false
 			}
 		}
 		if off > 0 {
@@ -162,7 +236,7 @@ func (c *conn) readLoop() {
 		}
 		if rerr != nil {
 			c.readError(rerr)
-			return
+			return false
 		}
 		switch {
 		case need > len(buf) || (filled && len(buf) < bigReadSize):
@@ -203,11 +277,24 @@ func (c *conn) releaseDecoder() {
 	}
 }
 
+// keepAliveDeadline is the read deadline the keepalive sets on a connected
+// client: 1.5 x keepalive after kaSet, or none for keepalive 0.
+func (c *conn) keepAliveDeadline() time.Time {
+	if c.keepAlive <= 0 {
+		return time.Time{}
+	}
+	return epoch.Add(c.kaSet + c.keepAlive*3/2)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // readError logs why reading ended. A keepalive timeout gets v5 DISCONNECT
 // 0x8D so the client knows why.
 func (c *conn) readError(err error) {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+	if isTimeout(err) {
 		if c.connected {
 			c.s.log.Info("broker: keepalive timeout", "client", c.clientID(), "remote", c.remote())
 			c.disconnect(packet.KeepAliveTimeout, "keep alive timeout")

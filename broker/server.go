@@ -262,7 +262,7 @@ func (s *Server) accept(ln net.Listener, l *listener) {
 		}
 		delay = 0
 		if c := s.newConn(nc, l); c != nil {
-			go c.serve()
+			go c.serveAccepted()
 		}
 	}
 }

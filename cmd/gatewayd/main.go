@@ -193,6 +193,10 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 	status := func() string { return statusLine(srv, parts.statusParts()...) }
 	sdNotify(log, "READY=1\nSTATUS="+status())
 	go runWatchdog(ctx, log, newHealthProbe(srv, store).check, status)
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	trimDone := make(chan struct{})
+	go func() { defer close(trimDone); runMemoryTrim(trimCtx, srv) }()
+	defer func() { stopTrim(); <-trimDone }()
 
 	applied := cfg // the configuration the devices and bridges run with
 	for running := true; running; {

@@ -186,11 +186,13 @@ func (p *proc) stop() {
 	_ = os.RemoveAll(filepath.Join(p.dir, "data"))
 }
 
-// goBuild builds pkg in module dir into out.
+// goBuild builds pkg in module dir into out the way gatewayd's releases are
+// built (packaging/release): static (no cgo, so no C library mapped into the
+// process) and stripped, so that RSS figures are those of what ships.
 func goBuild(ctx context.Context, dir, pkg, out string, env ...string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go build %s: %v: %s", pkg, err, oneLine(strings.TrimSpace(string(b))))
