@@ -77,6 +77,12 @@ type conn struct {
 	aliasMax   uint16 // client's Topic Alias Maximum
 	aliases    map[string]uint16
 	nextAlias  uint16
+	// Backpressure (see SlowConsumerWait): stalled drops QoS 0 messages
+	// that do not fit without waiting; waiters routing goroutines wait on
+	// room, which gets a token whenever the writer makes room.
+	stalled bool
+	waiters int32
+	room    chan struct{}
 
 	// Owned by the writer goroutine.
 	writeFn       func()    // c.writeLoop, bound once: "go c.writeLoop()" would allocate a closure each time
@@ -412,13 +418,23 @@ const (
 	full                // QoS 0 dropped: output buffer full (slow consumer)
 	tooLarge            // larger than the client's Maximum Packet Size
 	offline             // connection closed
+	noRoom              // waitIfFull: not sent, the caller may wait for room
+)
+
+// sendMode says what sendPublish does with a PUBLISH that does not fit
+// within MaxOutputBytes.
+type sendMode byte
+
+const (
+	keepAll    sendMode = iota // QoS 1/2: the output may grow (bounded by the in-flight window)
+	dropIfFull                 // QoS 0: dropped
+	waitIfFull                 // QoS 0: noRoom, unless the client is stalled (then dropped)
 )
 
 // sendPublish encodes p for this client. It assigns an outbound topic alias
-// when the client allows them. dropIfFull (QoS 0) drops the message instead
-// of growing the output beyond MaxOutputBytes. p.Topic is restored before it
-// returns; p.Props.TopicAlias is overwritten.
-func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
+// when the client allows them. p.Topic is restored before it returns;
+// p.Props.TopicAlias is overwritten.
+func (c *conn) sendPublish(p *packet.Publish, mode sendMode) sendResult {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if c.closed {
@@ -430,11 +446,10 @@ func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
 	if c.maxOut > 0 && size > c.maxOut {
 		return tooLarge
 	}
-	pending := 0
-	if c.outP != nil {
-		pending = len(*c.outP)
-	}
-	if dropIfFull && pending > 0 && pending+size > c.s.cfg.MaxOutputBytes {
+	if mode != keepAll && !c.roomLocked(size) {
+		if mode == waitIfFull && !c.stalled {
+			return noRoom
+		}
 		return full
 	}
 	topic := p.Topic
@@ -467,7 +482,65 @@ func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
 	c.s.stats.pubSent[p.QoS&3].Add(1)
 	c.s.stats.pubBytesSent[p.QoS&3].Add(uint64(len(p.Payload)))
 	c.kickLocked()
+	if c.waiters > 0 && c.roomLocked(1) {
+		// Pass the writer's token on to the next waiting publisher.
+		c.wakeLocked()
+	}
 	return sent
+}
+
+// roomLocked reports whether size more bytes fit the output buffer. An empty
+// buffer always takes one packet, however large.
+func (c *conn) roomLocked(size int) bool {
+	if c.outP == nil || len(*c.outP) == 0 {
+		return true
+	}
+	return len(*c.outP)+size <= c.s.cfg.MaxOutputBytes
+}
+
+// wakeLocked gives one waiting publisher a chance to retry.
+func (c *conn) wakeLocked() {
+	select {
+	case c.room <- struct{}{}:
+	default:
+	}
+}
+
+// awaitRoom waits, holding no lock, until p fits the output buffer, the
+// connection closes or tm fires. It reports false when tm fired with still
+// no room: the client is then marked stalled, so that its QoS 0 messages are
+// dropped without waiting until its writer has drained the buffer below half.
+func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	for {
+		if c.closed || c.roomLocked(p.Size(c.version)) {
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{}, 1)
+		}
+		c.waiters++
+		c.outMu.Unlock()
+		timedOut := false
+		select {
+		case <-c.room:
+		case <-tm.C:
+			timedOut = true
+		}
+		c.outMu.Lock()
+		c.waiters--
+		if timedOut {
+			if c.closed || c.roomLocked(p.Size(c.version)) {
+				return true
+			}
+			if !c.stalled {
+				c.stalled = true
+				c.s.stats.slowStalls.Add(1)
+			}
+			return false
+		}
+	}
 }
 
 // kickLocked starts the writer when output is pending and none runs. The
@@ -511,6 +584,12 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.outP = nil
+		if c.stalled && len(*p) < c.s.cfg.MaxOutputBytes/2 {
+			c.stalled = false
+		}
+		if c.waiters > 0 {
+			c.wakeLocked()
+		}
 		c.outMu.Unlock()
 
 		// Moving the deadline only when half of it is used up keeps a
