@@ -63,8 +63,9 @@ type Config struct {
 	// packets throttle the client through TCP (backpressure). A subscriber
 	// that makes no room in time is marked stalled: its QoS 0 messages are
 	// dropped (counted) without waiting, and nobody waits for its queue,
-	// until it has drained below half the bound. 0 drops at once, never
-	// waiting; default 100 ms.
+	// until it makes progress again (a write to it completes, or it
+	// acknowledges a message). 0 drops at once, never waiting; default
+	// 100 ms.
 	SlowConsumerWait time.Duration `yaml:"slow_consumer_wait"`
 	// WriteTimeout is how long one write to a client may take before the
 	// client is considered dead and disconnected. 0 means 30 s.

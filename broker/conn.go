@@ -509,7 +509,8 @@ func (c *conn) wakeLocked() {
 // awaitRoom waits, holding no lock, until p fits the output buffer, the
 // connection closes or tm fires. It reports false when tm fired with still
 // no room: the client is then marked stalled, so that its QoS 0 messages are
-// dropped without waiting until its writer has drained the buffer below half.
+// dropped without waiting until its writer has completed a write and taken
+// the buffer.
 func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer) bool {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
@@ -584,9 +585,9 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.outP = nil
-		if c.stalled && len(*p) < c.s.cfg.MaxOutputBytes/2 {
-			c.stalled = false
-		}
+		// The previous write completed and the buffer is drained: the
+		// client is reading again.
+		c.stalled = false
 		if c.waiters > 0 {
 			c.wakeLocked()
 		}

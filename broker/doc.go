@@ -28,7 +28,7 @@
 // queue to shrink (QoS 1/2), at most slow_consumer_wait; the publisher's
 // unread packets then throttle it through TCP. A subscriber that makes no
 // progress within one wait is marked stalled and its QoS 0 messages are
-// dropped (counted) without waiting until it has drained its backlog.
+// dropped (counted) without waiting until it makes progress again.
 //
 // The broker must never acknowledge a message before the store has it, never
 // let one slow or dead client block a publisher or any other client, never

@@ -250,7 +250,7 @@ func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, 
 // awaitQueue waits, holding no lock, at most SlowConsumerWait until the queue
 // of se, online, holds no more than the soft bound (MaxOutputBytes). When it
 // does not shrink in time se is marked stalled: nobody waits for it again
-// until its queue has drained below half the bound.
+// until the client acknowledges a message.
 func (s *Server) awaitQueue(se *session) {
 	r := s.routes.Get().(*route)
 	tm := r.startTimer(s.cfg.SlowConsumerWait)

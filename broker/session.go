@@ -47,7 +47,8 @@ type session struct {
 
 	// Backpressure for QoS 1/2 (see Server.awaitQueue): publishers waiting
 	// for the queue to shrink below the soft bound, the token that wakes
-	// one, and whether the client failed to make progress within a wait.
+	// one, and whether the client failed to make progress within a wait
+	// (until its next acknowledgement).
 	waiters int32
 	room    chan struct{}
 	stalled bool
@@ -195,9 +196,6 @@ func (ob *outbound) record() *state.Outbound {
 func (s *Server) removeLocked(se *session, ob *outbound, t *tx) {
 	se.queuedBytes -= ob.msg.size
 	s.stats.queued.Add(-1)
-	if se.stalled && se.queuedBytes < s.cfg.MaxOutputBytes/2 {
-		se.stalled = false
-	}
 	if se.waiters > 0 && se.queuedBytes <= s.cfg.MaxOutputBytes {
 		se.wakeLocked()
 	}
@@ -505,6 +503,7 @@ func (c *conn) acked(a *packet.Ack) {
 	s, se := c.s, c.sess
 	t := s.begin()
 	se.mu.Lock()
+	se.stalled = false // the client is making progress
 	ob := se.inflight[a.PacketID]
 	switch a.Kind {
 	case packet.PUBACK:
