@@ -54,12 +54,14 @@ type Config struct {
 	// session queue instead. 0 means 256 KiB.
 	MaxOutputBytes int `yaml:"max_output_bytes"`
 	// SlowConsumerWait is how long a client's PUBLISH may wait for a
-	// subscriber that is behind: a QoS 0 message that does not fit the
-	// subscriber's output buffer waits (at most this long) for its writer to
+	// subscriber that is behind and makes no progress: a QoS 0 message that
+	// does not fit the subscriber's output buffer waits for its writer to
 	// make room instead of being dropped, and after a QoS 1/2 message to an
 	// online subscriber whose queue holds more than MaxOutputBytes the
-	// publisher's next packet waits (at most this long) for the queue to
-	// shrink. Waiting holds up only the publishing connection, whose unread
+	// publisher's next packet waits for the queue to shrink; either wait
+	// goes on while the subscriber makes progress (a write to it completes,
+	// in chunks of at most 64 KiB, or it acknowledges a message) at least
+	// this often. Waiting holds up only the publishing connection, whose unread
 	// packets throttle the client through TCP (backpressure). A subscriber
 	// that makes no room in time is marked stalled: its QoS 0 messages are
 	// dropped (counted) without waiting, and nobody waits for its queue,

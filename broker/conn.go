@@ -332,6 +332,9 @@ func (c *conn) closeNow() {
 		putOut(c.outP)
 		c.outP = nil
 	}
+	if c.waiters > 0 {
+		c.wakeLocked()
+	}
 	c.outMu.Unlock()
 	c.nc.Close()
 }
@@ -507,15 +510,21 @@ func (c *conn) wakeLocked() {
 }
 
 // awaitRoom waits, holding no lock, until p fits the output buffer, the
-// connection closes or tm fires. It reports false when tm fired with still
-// no room: the client is then marked stalled, so that its QoS 0 messages are
+// connection closes or tm fires; tm is set to d again whenever the writer
+// makes progress. It reports false when tm fired with still no room: the client is then marked stalled, so that its QoS 0 messages are
 // dropped without waiting until its writer has completed a write and taken
 // the buffer.
-func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer) bool {
+func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer, d time.Duration) bool {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	for {
-		if c.closed || c.roomLocked(p.Size(c.version)) {
+		if c.closed {
+			if c.waiters > 0 {
+				c.wakeLocked() // let the next waiter see it too
+			}
+			return true
+		}
+		if c.roomLocked(p.Size(c.version)) {
 			return true
 		}
 		if c.room == nil {
@@ -526,6 +535,7 @@ func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer) bool {
 		timedOut := false
 		select {
 		case <-c.room:
+			tm.Reset(d)
 		case <-tm.C:
 			timedOut = true
 		}
@@ -599,7 +609,7 @@ func (c *conn) writeLoop() {
 			c.writeDeadline = now.Add(c.s.cfg.WriteTimeout)
 			c.nc.SetWriteDeadline(c.writeDeadline)
 		}
-		n, err := c.nc.Write(*p)
+		n, err := c.write(*p)
 		c.s.stats.bytesSent.Add(uint64(n))
 		putOut(p)
 		if err != nil {
@@ -609,11 +619,39 @@ func (c *conn) writeLoop() {
 				putOut(c.outP)
 				c.outP = nil
 			}
+			if c.waiters > 0 {
+				c.wakeLocked()
+			}
 			c.outMu.Unlock()
 			c.nc.Close()
 			return
 		}
 	}
+}
+
+// writeChunk is the most the writer hands to one Write while publishers
+// wait: each completed chunk tells them the client is making progress.
+const writeChunk = 64 << 10
+
+// write writes b, in chunks of writeChunk, waking a waiting publisher after
+// each but the last.
+func (c *conn) write(b []byte) (int, error) {
+	total := 0
+	for len(b) > writeChunk {
+		n, err := c.nc.Write(b[:writeChunk])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		b = b[writeChunk:]
+		c.outMu.Lock()
+		if c.waiters > 0 {
+			c.wakeLocked()
+		}
+		c.outMu.Unlock()
+	}
+	n, err := c.nc.Write(b)
+	return total + n, err
 }
 
 func putOut(p *[]byte) {

@@ -25,7 +25,8 @@
 // A publisher faster than a subscriber is slowed down rather than losing
 // messages: the routing goroutine waits, holding no lock, for the
 // subscriber's writer to make room in its output buffer (QoS 0) or for its
-// queue to shrink (QoS 1/2), at most slow_consumer_wait; the publisher's
+// queue to shrink (QoS 1/2), for as long as the subscriber makes progress at
+// least every slow_consumer_wait; the publisher's
 // unread packets then throttle it through TCP. A subscriber that makes no
 // progress within one wait is marked stalled and its QoS 0 messages are
 // dropped (counted) without waiting until it makes progress again.

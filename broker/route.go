@@ -150,8 +150,9 @@ func (s *Server) route(src *pubSource, t *tx) {
 // QoS 1/2 goes through the session queue.
 //
 // A client's QoS 0 PUBLISH that does not fit a subscriber's output buffer
-// waits, holding no lock, for that subscriber's writer to make room, at most
-// SlowConsumerWait (see awaitRoom). Not with t holding the store lock (a
+// waits, holding no lock, for that subscriber's writer to make room, as long
+// as the writer makes progress at least every SlowConsumerWait (see
+// awaitRoom). Not with t holding the store lock (a
 // retained message with a durable store): then it is dropped at once.
 func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
 	se.mu.Lock()
@@ -164,7 +165,7 @@ func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain
 	tm := r.startTimer(s.cfg.SlowConsumerWait)
 	for {
 		mode := waitIfFull
-		if !c.awaitRoom(p, tm) {
+		if !c.awaitRoom(p, tm, s.cfg.SlowConsumerWait) {
 			mode = dropIfFull
 		}
 		se.mu.Lock()
@@ -247,9 +248,10 @@ func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, 
 	return nil
 }
 
-// awaitQueue waits, holding no lock, at most SlowConsumerWait until the queue
-// of se, online, holds no more than the soft bound (MaxOutputBytes). When it
-// does not shrink in time se is marked stalled: nobody waits for it again
+// awaitQueue waits, holding no lock, until the queue of se, online, holds no
+// more than the soft bound (MaxOutputBytes), as long as the client
+// acknowledges something at least every SlowConsumerWait. When it does not,
+// se is marked stalled: nobody waits for it again
 // until the client acknowledges a message.
 func (s *Server) awaitQueue(se *session) {
 	r := s.routes.Get().(*route)
@@ -265,6 +267,7 @@ func (s *Server) awaitQueue(se *session) {
 		timedOut := false
 		select {
 		case <-se.room:
+			tm.Reset(s.cfg.SlowConsumerWait)
 		case <-tm.C:
 			timedOut = true
 		}

@@ -196,8 +196,8 @@ func (ob *outbound) record() *state.Outbound {
 func (s *Server) removeLocked(se *session, ob *outbound, t *tx) {
 	se.queuedBytes -= ob.msg.size
 	s.stats.queued.Add(-1)
-	if se.waiters > 0 && se.queuedBytes <= s.cfg.MaxOutputBytes {
-		se.wakeLocked()
+	if se.waiters > 0 {
+		se.wakeLocked() // progress: a waiting publisher rechecks
 	}
 	if se.stored(s) {
 		t.add(state.Op{Kind: state.OpDequeue, ClientID: se.id, Seq: ob.seq})
