@@ -53,6 +53,22 @@ type Config struct {
 	// reader costs at most this much memory; QoS 1/2 messages wait in the
 	// session queue instead. 0 means 256 KiB.
 	MaxOutputBytes int `yaml:"max_output_bytes"`
+	// SlowConsumerWait is how long a client's PUBLISH may wait for a
+	// subscriber that is behind and makes no progress: a QoS 0 message that
+	// does not fit the subscriber's output buffer waits for its writer to
+	// make room instead of being dropped, and after a QoS 1/2 message to an
+	// online subscriber whose queue holds more than MaxOutputBytes the
+	// publisher's next packet waits for the queue to shrink; either wait
+	// goes on while the subscriber makes progress (a write to it completes,
+	// in chunks of at most 64 KiB, or it acknowledges a message) at least
+	// this often. Waiting holds up only the publishing connection, whose unread
+	// packets throttle the client through TCP (backpressure). A subscriber
+	// that makes no room in time is marked stalled: its QoS 0 messages are
+	// dropped (counted) without waiting, and nobody waits for its queue,
+	// until it makes progress again (a write to it completes, or it
+	// acknowledges a message). 0 drops at once, never waiting; default
+	// 100 ms.
+	SlowConsumerWait time.Duration `yaml:"slow_consumer_wait"`
 	// WriteTimeout is how long one write to a client may take before the
 	// client is considered dead and disconnected. 0 means 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -183,6 +199,7 @@ func DefaultConfig() Config {
 		SysInterval:       10 * time.Second,
 		MaximumQoS:        2,
 		MaxOutputBytes:    256 << 10,
+		SlowConsumerWait:  100 * time.Millisecond,
 		WriteTimeout:      30 * time.Second,
 		ConnectTimeout:    10 * time.Second,
 
@@ -292,6 +309,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxOutputBytes < 0 {
 		errs = append(errs, config.Errorf("max_output_bytes", "must not be negative"))
+	}
+	if c.SlowConsumerWait < 0 {
+		errs = append(errs, config.Errorf("slow_consumer_wait", "must not be negative"))
 	}
 	if c.WriteTimeout < 0 {
 		errs = append(errs, config.Errorf("write_timeout", "must not be negative"))

@@ -90,6 +90,12 @@ type conn struct {
 	aliasMax   uint16 // client's Topic Alias Maximum
 	aliases    map[string]uint16
 	nextAlias  uint16
+	// Backpressure (see SlowConsumerWait): stalled drops QoS 0 messages
+	// that do not fit without waiting; waiters routing goroutines wait on
+	// room, which gets a token whenever the writer makes room.
+	stalled bool
+	waiters int32
+	room    chan struct{}
 
 	// Owned by the writer goroutine.
 	writeFn       func()    // c.writeLoop, bound once: "go c.writeLoop()" would allocate a closure each time
@@ -413,6 +419,9 @@ func (c *conn) closeNow() {
 		putOut(c.outP)
 		c.outP = nil
 	}
+	if c.waiters > 0 {
+		c.wakeLocked()
+	}
 	c.outMu.Unlock()
 	c.nc.Close()
 }
@@ -499,13 +508,23 @@ const (
 	full                // QoS 0 dropped: output buffer full (slow consumer)
 	tooLarge            // larger than the client's Maximum Packet Size
 	offline             // connection closed
+	noRoom              // waitIfFull: not sent, the caller may wait for room
+)
+
+// sendMode says what sendPublish does with a PUBLISH that does not fit
+// within MaxOutputBytes.
+type sendMode byte
+
+const (
+	keepAll    sendMode = iota // QoS 1/2: the output may grow (bounded by the in-flight window)
+	dropIfFull                 // QoS 0: dropped
+	waitIfFull                 // QoS 0: noRoom, unless the client is stalled (then dropped)
 )
 
 // sendPublish encodes p for this client. It assigns an outbound topic alias
-// when the client allows them. dropIfFull (QoS 0) drops the message instead
-// of growing the output beyond MaxOutputBytes. p.Topic is restored before it
-// returns; p.Props.TopicAlias is overwritten.
-func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
+// when the client allows them. p.Topic is restored before it returns;
+// p.Props.TopicAlias is overwritten.
+func (c *conn) sendPublish(p *packet.Publish, mode sendMode) sendResult {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if c.closed {
@@ -517,11 +536,10 @@ func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
 	if c.maxOut > 0 && size > c.maxOut {
 		return tooLarge
 	}
-	pending := 0
-	if c.outP != nil {
-		pending = len(*c.outP)
-	}
-	if dropIfFull && pending > 0 && pending+size > c.s.cfg.MaxOutputBytes {
+	if mode != keepAll && !c.roomLocked(size) {
+		if mode == waitIfFull && !c.stalled {
+			return noRoom
+		}
 		return full
 	}
 	topic := p.Topic
@@ -554,7 +572,73 @@ func (c *conn) sendPublish(p *packet.Publish, dropIfFull bool) sendResult {
 	c.s.stats.pubSent[p.QoS&3].Add(1)
 	c.s.stats.pubBytesSent[p.QoS&3].Add(uint64(len(p.Payload)))
 	c.kickLocked()
+	if c.waiters > 0 && c.roomLocked(1) {
+		// Pass the writer's token on to the next waiting publisher.
+		c.wakeLocked()
+	}
 	return sent
+}
+
+// roomLocked reports whether size more bytes fit the output buffer. An empty
+// buffer always takes one packet, however large.
+func (c *conn) roomLocked(size int) bool {
+	if c.outP == nil || len(*c.outP) == 0 {
+		return true
+	}
+	return len(*c.outP)+size <= c.s.cfg.MaxOutputBytes
+}
+
+// wakeLocked gives one waiting publisher a chance to retry.
+func (c *conn) wakeLocked() {
+	select {
+	case c.room <- struct{}{}:
+	default:
+	}
+}
+
+// awaitRoom waits, holding no lock, until p fits the output buffer, the
+// connection closes or tm fires; tm is set to d again whenever the writer
+// makes progress. It reports false when tm fired with still no room: the client is then marked stalled, so that its QoS 0 messages are
+// dropped without waiting until its writer has completed a write and taken
+// the buffer.
+func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer, d time.Duration) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	for {
+		if c.closed {
+			if c.waiters > 0 {
+				c.wakeLocked() // let the next waiter see it too
+			}
+			return true
+		}
+		if c.roomLocked(p.Size(c.version)) {
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{}, 1)
+		}
+		c.waiters++
+		c.outMu.Unlock()
+		timedOut := false
+		select {
+		case <-c.room:
+			tm.Reset(d)
+		case <-tm.C:
+			timedOut = true
+		}
+		c.outMu.Lock()
+		c.waiters--
+		if timedOut {
+			if c.closed || c.roomLocked(p.Size(c.version)) {
+				return true
+			}
+			if !c.stalled {
+				c.stalled = true
+				c.s.stats.slowStalls.Add(1)
+			}
+			return false
+		}
+	}
 }
 
 // kickLocked starts the writer when output is pending and none runs. The
@@ -598,6 +682,12 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.outP = nil
+		// The previous write completed and the buffer is drained: the
+		// client is reading again.
+		c.stalled = false
+		if c.waiters > 0 {
+			c.wakeLocked()
+		}
 		c.outMu.Unlock()
 
 		// Moving the deadline only when half of it is used up keeps a
@@ -606,7 +696,7 @@ func (c *conn) writeLoop() {
 			c.writeDeadline = now.Add(c.s.cfg.WriteTimeout)
 			c.nc.SetWriteDeadline(c.writeDeadline)
 		}
-		n, err := c.nc.Write(*p)
+		n, err := c.write(*p)
 		c.s.stats.bytesSent.Add(uint64(n))
 		putOut(p)
 		if err != nil {
@@ -616,11 +706,39 @@ func (c *conn) writeLoop() {
 				putOut(c.outP)
 				c.outP = nil
 			}
+			if c.waiters > 0 {
+				c.wakeLocked()
+			}
 			c.outMu.Unlock()
 			c.nc.Close()
 			return
 		}
 	}
+}
+
+// writeChunk is the most the writer hands to one Write while publishers
+// wait: each completed chunk tells them the client is making progress.
+const writeChunk = 64 << 10
+
+// write writes b, in chunks of writeChunk, waking a waiting publisher after
+// each but the last.
+func (c *conn) write(b []byte) (int, error) {
+	total := 0
+	for len(b) > writeChunk {
+		n, err := c.nc.Write(b[:writeChunk])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		b = b[writeChunk:]
+		c.outMu.Lock()
+		if c.waiters > 0 {
+			c.wakeLocked()
+		}
+		c.outMu.Unlock()
+	}
+	n, err := c.nc.Write(b)
+	return total + n, err
 }
 
 func putOut(p *[]byte) {

@@ -22,6 +22,15 @@
 // never keep a client's password after checking it, and never hold a lock
 // while a failed login is made to wait.
 //
+// A publisher faster than a subscriber is slowed down rather than losing
+// messages: the routing goroutine waits, holding no lock, for the
+// subscriber's writer to make room in its output buffer (QoS 0) or for its
+// queue to shrink (QoS 1/2), for as long as the subscriber makes progress at
+// least every slow_consumer_wait; the publisher's
+// unread packets then throttle it through TCP. A subscriber that makes no
+// progress within one wait is marked stalled and its QoS 0 messages are
+// dropped (counted) without waiting until it makes progress again.
+//
 // The broker must never acknowledge a message before the store has it, never
 // let one slow or dead client block a publisher or any other client, never
 // grow a queue or buffer beyond its configured bound (what does not fit is

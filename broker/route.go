@@ -21,6 +21,17 @@ type route struct {
 	pickFn func(group, filter string, members []hit)
 	pub    packet.Publish // the outgoing PUBLISH, adjusted per subscriber
 	subIDs []uint32
+	timer  *time.Timer // bounds a wait for a slow subscriber; made on first use
+}
+
+// startTimer arms r.timer to fire after d.
+func (r *route) startTimer(d time.Duration) *time.Timer {
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
+	} else {
+		r.timer.Reset(d)
+	}
+	return r.timer
 }
 
 func newRoute(s *Server) *route {
@@ -56,6 +67,13 @@ type pubSource struct {
 	expiry time.Time
 	now    time.Time
 	msg    *message
+	// canWait: a client's PUBLISH, whose reader may wait for a slow
+	// subscriber (SlowConsumerWait).
+	canWait bool
+	// slow is the first online session the message was queued for whose
+	// queue is beyond the soft bound: the publisher waits for it once the
+	// message is routed and committed.
+	slow *session
 }
 
 func (src *pubSource) message(s *Server) *message {
@@ -130,27 +148,71 @@ func (s *Server) route(src *pubSource, t *tx) {
 // deliver gives one session one message. QoS 0 goes straight into the
 // client's output buffer (or is dropped when it is offline or too slow);
 // QoS 1/2 goes through the session queue.
+//
+// A client's QoS 0 PUBLISH that does not fit a subscriber's output buffer
+// waits, holding no lock, for that subscriber's writer to make room, as long
+// as the writer makes progress at least every SlowConsumerWait (see
+// awaitRoom). Not with t holding the store lock (a
+// retained message with a durable store): then it is dropped at once.
 func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
 	se.mu.Lock()
-	defer se.mu.Unlock()
-	s.deliverLocked(r, se, src, qos, retain, subIDs, shared, t)
-}
-
-// deliverLocked is deliver for a caller that holds se.mu.
-func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) {
-	if se.dead {
+	c := s.deliverLocked(r, se, src, qos, retain, subIDs, shared, t)
+	se.mu.Unlock()
+	if c == nil {
 		return
 	}
+	p := &r.pub
+	tm := r.startTimer(s.cfg.SlowConsumerWait)
+	for {
+		mode := waitIfFull
+		if !c.awaitRoom(p, tm, s.cfg.SlowConsumerWait) {
+			mode = dropIfFull
+		}
+		se.mu.Lock()
+		res := offline
+		if se.conn == c && !se.dead {
+			res = c.sendPublish(p, mode)
+		}
+		se.mu.Unlock()
+		if res != noRoom {
+			s.countSend(res)
+			break
+		}
+	}
+	tm.Stop()
+	p.Props.SubscriptionIDs = nil
+}
+
+// countSend counts a QoS 0 PUBLISH that was not sent.
+func (s *Server) countSend(res sendResult) {
+	switch res {
+	case full:
+		s.stats.dropped.Add(1)
+		s.stats.slowDrops.Add(1)
+	case tooLarge:
+		s.stats.dropped.Add(1)
+		s.stats.tooLarge.Add(1)
+	}
+}
+
+// deliverLocked is deliver for a caller that holds se.mu. It returns the
+// connection to wait for when a QoS 0 message found no room there and may
+// wait (r.pub then holds it, ready to send).
+func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, retain bool, subIDs []uint32, shared string, t *tx) *conn {
+	if se.dead {
+		return nil
+	}
 	if s.authz != nil && se.ci != nil && !s.authz.CanRead(se.ci, src.topic) {
-		return
+		return nil
 	}
 	c := se.conn
 	if qos == 0 && se.policy != nil && se.policy.UpgradeQoS {
 		qos = 1 // the client's policy queues QoS 0 too (see ClientPolicy)
 	}
+	wait := src.canWait && s.cfg.SlowConsumerWait > 0
 	if qos == 0 {
 		if c == nil {
-			return
+			return nil
 		}
 		p := &r.pub
 		*p = *src.p
@@ -159,27 +221,72 @@ func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, 
 		if !setExpiry(&p.Props, src.expiry, src.now) {
 			s.stats.expired.Add(1)
 			s.stats.dropped.Add(1)
-			return
+			return nil
 		}
-		switch c.sendPublish(p, true) {
-		case full:
-			s.stats.dropped.Add(1)
-			s.stats.slowDrops.Add(1)
-		case tooLarge:
-			s.stats.dropped.Add(1)
-			s.stats.tooLarge.Add(1)
+		mode := dropIfFull
+		if wait && !t.locked {
+			mode = waitIfFull
 		}
+		res := c.sendPublish(p, mode)
+		if res == noRoom {
+			return c
+		}
+		s.countSend(res)
 		p.Props.SubscriptionIDs = nil
-		return
+		return nil
 	}
 	if c == nil && se.expiry == 0 {
-		return
+		return nil
 	}
 	ob := &outbound{msg: src.message(s), qos: qos, retain: retain, shared: shared}
 	if len(subIDs) > 0 {
 		ob.subIDs = slices.Clone(subIDs)
 	}
-	s.enqueueLocked(se, ob, t)
+	if s.enqueueLocked(se, ob, t) && wait && c != nil && src.slow == nil && !se.stalled && se.queuedBytes > s.cfg.MaxOutputBytes {
+		src.slow = se
+	}
+	return nil
+}
+
+// awaitQueue waits, holding no lock, until the queue of se, online, holds no
+// more than the soft bound (MaxOutputBytes), as long as the client
+// acknowledges something at least every SlowConsumerWait. When it does not,
+// se is marked stalled: nobody waits for it again
+// until the client acknowledges a message.
+func (s *Server) awaitQueue(se *session) {
+	r := s.routes.Get().(*route)
+	tm := r.startTimer(s.cfg.SlowConsumerWait)
+	soft := s.cfg.MaxOutputBytes
+	se.mu.Lock()
+	for se.conn != nil && !se.dead && !se.stalled && se.queuedBytes > soft {
+		if se.room == nil {
+			se.room = make(chan struct{}, 1)
+		}
+		se.waiters++
+		se.mu.Unlock()
+		timedOut := false
+		select {
+		case <-se.room:
+			tm.Reset(s.cfg.SlowConsumerWait)
+		case <-tm.C:
+			timedOut = true
+		}
+		se.mu.Lock()
+		se.waiters--
+		if timedOut {
+			if se.queuedBytes > soft && !se.stalled {
+				se.stalled = true
+				s.stats.slowStalls.Add(1)
+			}
+			break
+		}
+	}
+	if se.waiters > 0 && se.queuedBytes <= soft {
+		se.wakeLocked()
+	}
+	se.mu.Unlock()
+	tm.Stop()
+	s.routes.Put(r)
 }
 
 // publishMessage routes a message the broker built itself (a will, a $SYS
@@ -301,7 +408,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 			return true
 		}
 	}
-	src := pubSource{p: p, topic: topic, origin: c.ci.ClientID, now: time.Now()}
+	src := pubSource{p: p, topic: topic, origin: c.ci.ClientID, now: time.Now(), canWait: true}
 	if p.Props.Has(packet.PropMessageExpiry) {
 		src.expiry = src.now.Add(time.Duration(p.Props.MessageExpiry) * time.Second)
 	}
@@ -312,6 +419,9 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	}
 	c.inflightIn.Add(1)
 	t.commit(c.ackWhenStored(p.QoS, p.PacketID))
+	if src.slow != nil {
+		s.awaitQueue(src.slow)
+	}
 	return true
 }
 

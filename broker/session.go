@@ -45,6 +45,14 @@ type session struct {
 	nextSeq     uint64
 	queuedBytes int
 
+	// Backpressure for QoS 1/2 (see Server.awaitQueue): publishers waiting
+	// for the queue to shrink below the soft bound, the token that wakes
+	// one, and whether the client failed to make progress within a wait
+	// (until its next acknowledgement).
+	waiters int32
+	room    chan struct{}
+	stalled bool
+
 	// outq holds, in the order they must reach the client, the PUBLISH and
 	// PUBREL packets of a stored session that wait for the batch recording
 	// them (see holdLocked), and any sent after them.
@@ -106,6 +114,14 @@ func (s *Server) newSessionLocked(id string) *session {
 
 // stored reports whether the store keeps this session.
 func (se *session) stored(s *Server) bool { return s.durable && se.expiry != 0 }
+
+// wakeLocked gives one publisher waiting for the queue a chance to recheck.
+func (se *session) wakeLocked() {
+	select {
+	case se.room <- struct{}{}:
+	default:
+	}
+}
 
 func (se *session) queueLen() int { return len(se.pending) - se.pendHead + len(se.inflight) }
 
@@ -180,6 +196,9 @@ func (ob *outbound) record() *state.Outbound {
 func (s *Server) removeLocked(se *session, ob *outbound, t *tx) {
 	se.queuedBytes -= ob.msg.size
 	s.stats.queued.Add(-1)
+	if se.waiters > 0 {
+		se.wakeLocked() // progress: a waiting publisher rechecks
+	}
 	if se.stored(s) {
 		t.add(state.Op{Kind: state.OpDequeue, ClientID: se.id, Seq: ob.seq})
 	}
@@ -236,7 +255,7 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 			s.holdLocked(se, t, ob, wait)
 			continue
 		}
-		switch c.sendPublish(&p, false) {
+		switch c.sendPublish(&p, keepAll) {
 		case tooLarge:
 			s.stats.tooLarge.Add(1)
 			s.stats.dropped.Add(1)
@@ -373,7 +392,7 @@ func (s *Server) flushLocked(se *session) {
 			p.Props.MessageExpiry = 1
 			p.Props.Set(packet.PropMessageExpiry)
 		}
-		if c.sendPublish(&p, false) == tooLarge {
+		if c.sendPublish(&p, keepAll) == tooLarge {
 			// Checked before it was held, so the encoding failed: the
 			// session resumes without it (resumeLocked drops it).
 			failed = true
@@ -458,7 +477,7 @@ func (s *Server) resumeLocked(se *session, t *tx) {
 				s.removeLocked(se, ob, t)
 				continue
 			}
-			if c.sendPublish(&p, false) == tooLarge {
+			if c.sendPublish(&p, keepAll) == tooLarge {
 				delete(se.inflight, ob.pid)
 				s.stats.tooLarge.Add(1)
 				s.stats.dropped.Add(1)
@@ -484,6 +503,7 @@ func (c *conn) acked(a *packet.Ack) {
 	s, se := c.s, c.sess
 	t := s.begin()
 	se.mu.Lock()
+	se.stalled = false // the client is making progress
 	ob := se.inflight[a.PacketID]
 	switch a.Kind {
 	case packet.PUBACK:

@@ -26,6 +26,7 @@ type counters struct {
 	pubBytesSent    [4]atomic.Uint64
 	dropped         atomic.Uint64
 	slowDrops       atomic.Uint64
+	slowStalls      atomic.Uint64
 	queueDrops      atomic.Uint64
 	tooLarge        atomic.Uint64
 	expired         atomic.Uint64
@@ -89,6 +90,12 @@ type Stats struct {
 	DroppedTooLarge     uint64 // larger than the client's Maximum Packet Size
 	DroppedExpired      uint64 // Message Expiry Interval passed
 
+	// SlowConsumerStalls counts waits for a slow subscriber (see
+	// Config.SlowConsumerWait) that ended without room: the subscriber was
+	// marked stalled and its QoS 0 messages are dropped without waiting
+	// until it has drained its backlog.
+	SlowConsumerStalls uint64
+
 	ConnectionsRefused uint64
 	ProtocolErrors     uint64
 	StoreFailures      uint64 // commits that failed; their messages were refused
@@ -125,6 +132,7 @@ func (s *Server) Stats() Stats {
 		DroppedQueueFull:    c.queueDrops.Load(),
 		DroppedTooLarge:     c.tooLarge.Load(),
 		DroppedExpired:      c.expired.Load(),
+		SlowConsumerStalls:  c.slowStalls.Load(),
 		ConnectionsRefused:  c.refused.Load(),
 		ProtocolErrors:      c.protocolErrors.Load(),
 		StoreFailures:       c.storeFailures.Load(),
