@@ -148,7 +148,11 @@ test-board:
 
 ## test-arm: the unit tests built for linux/arm (GOARM=6) and linux/arm64,
 ## run under qemu-user (qemu-arm-static, qemu-aarch64-static; no binfmt).
-# Both architectures run even when the first fails; the target fails if either did.
+# Both architectures run even when the first fails; the target fails if either
+# did. GATEWAYD_QEMU_USER tells the tests they are emulated: their deadlines
+# (hang guards, never timing assertions) grow by internal/testenv's factor, 10
+# unless GATEWAYD_TEST_TIMEOUT_SCALE says otherwise (make test-arm
+# GATEWAYD_TEST_TIMEOUT_SCALE=20 on a very slow machine).
 test-arm: test-deps test-arm-deps
 	@rc=0; \
 	echo "linux/arm GOARM=6 under qemu-arm-static"; \
