@@ -82,8 +82,8 @@ func (o FaultOp) String() string {
 // broker can look for it on its Store with a type assertion.
 type Health interface {
 	Stats() Stats
-	// Damaged reports whether the store found at start-up was damaged and
-	// moved aside, and why.
+	// Damaged reports whether the store found at start-up was damaged (and
+	// moved aside, or its last log cut at the damage), and why.
 	Damaged() (bool, string)
 }
 
@@ -167,9 +167,11 @@ type compactResult struct {
 
 // OpenDurable opens or creates the store in dir. It never fails because of
 // what it finds there: a torn last record (a crash or power cut during a
-// write) is cut off; anything worse is moved aside to dir.damaged-<time>, the
-// store starts empty, and Damaged reports it. It fails only when dir cannot be
-// created or is held by another process.
+// write) is cut off; a last log damaged in its middle is cut at the damage,
+// a copy of it goes to dir.damaged-<time> and Damaged reports it; anything
+// worse is moved aside to dir.damaged-<time>, the store starts empty, and
+// Damaged reports it. It fails only when dir cannot be created or is held by
+// another process.
 func OpenDurable(dir string, opts DurableOptions) (*Durable, error) {
 	if opts.MaxBytes == 0 {
 		opts.MaxBytes = DefaultMaxBytes
@@ -232,6 +234,9 @@ func OpenDurable(dir string, opts DurableOptions) (*Durable, error) {
 			} else {
 				d.f = f
 			}
+		} else if r.salvaged != "" {
+			d.keepDamagedLog(r.salvaged, logName(r.lastSeq), r.validLen)
+			d.broken = true
 		} else {
 			d.logf("state: cut torn tail: %s", r.tornTail)
 			d.broken = true
@@ -305,10 +310,60 @@ func (d *Durable) moveAside(reason string) error {
 	return d.lockDir()
 }
 
+// keepDamagedLog reports a last log cut at damage that valid records
+// follow: the store keeps what precedes the cut and goes on, and a copy of
+// the log as found goes to <dir>.damaged-<time> (or a damaged-<time>
+// directory inside dir when its parent is not writable), so that the
+// records after the cut are not lost for good.
+func (d *Durable) keepDamagedLog(reason, name string, kept int64) {
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	target := d.dir + ".damaged-" + stamp
+	for i := 2; exists(target); i++ {
+		target = fmt.Sprintf("%s.damaged-%s-%d", d.dir, stamp, i)
+	}
+	err := os.Mkdir(target, 0o700)
+	if err != nil {
+		target = filepath.Join(d.dir, "damaged-"+stamp)
+		err = os.Mkdir(target, 0o700)
+	}
+	if err == nil {
+		err = copyFileSynced(filepath.Join(d.dir, name), filepath.Join(target, name))
+		syncDir(filepath.Dir(target))
+	}
+	d.damaged = true
+	if err != nil {
+		d.damagedWhy = fmt.Sprintf("%s (kept the first %d bytes; copying the log aside failed: %v)", reason, kept, err)
+	} else {
+		d.damagedWhy = fmt.Sprintf("%s (kept the first %d bytes; the log as found is in %s)", reason, kept, target)
+	}
+	d.logf("state: damaged log cut: %s", d.damagedWhy)
+}
+
+func copyFileSynced(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
 // Damaged reports whether the store found at start-up was damaged beyond a
-// torn last record, and if so why and where it was moved.
+// torn last record, and if so why, and where it or a copy of its damaged log
+// went.
 func (d *Durable) Damaged() (bool, string) { return d.damaged, d.damagedWhy }
 
 // Dir is the store directory.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -341,19 +342,15 @@ func TestDurableDamagedStoreIsMovedAsideAndStartsEmpty(t *testing.T) {
 	wrongVersion[8] = 9 // with a valid header checksum
 	binary.LittleEndian.PutUint32(wrongVersion[28:], crc32.Checksum(wrongVersion[:28], castagnoli))
 	cases := map[string]map[string][]byte{
-		"zeroed":          {logName(1): make([]byte, len(log))},
-		"random bytes":    {logName(1): randBytes(r, len(log))},
-		"wrong magic":     {logName(1): flip(0)},
-		"header checksum": {logName(1): flip(14)},
-		"wrong version":   {logName(1): wrongVersion},
-		"header cut":      {logName(1): log[:headerSize-5]},
-		"empty log file":  {logName(1): {}},
-		"log chain gap":   {logName(1): log, logName(3): log},
-		"corrupt old log": {logName(1): flip(len(log) - 3), logName(2): nextLog(2, len(log))},
-		// Damage in the middle of the last log is not a torn tail: the
-		// batches after it must not be cut off silently.
-		"corrupt last log":    {logName(1): flip(headerSize + recordHeader + 1)},
-		"zeros in last log":   {logName(1): zeroed(log, headerSize+recordHeader, 16)},
+		"zeroed":              {logName(1): make([]byte, len(log))},
+		"random bytes":        {logName(1): randBytes(r, len(log))},
+		"wrong magic":         {logName(1): flip(0)},
+		"header checksum":     {logName(1): flip(14)},
+		"wrong version":       {logName(1): wrongVersion},
+		"header cut":          {logName(1): log[:headerSize-5]},
+		"empty log file":      {logName(1): {}},
+		"log chain gap":       {logName(1): log, logName(3): log},
+		"corrupt old log":     {logName(1): flip(len(log) - 3), logName(2): nextLog(2, len(log))},
 		"next log overstates": {logName(1): log, logName(2): nextLog(2, len(log)+1)},
 		"snapshot only":       {snapName(5): fileHeader{kind: kindSnapshot, seq: 5}.append(nil)},
 		"incomplete snapshot": {snapName(2): fileHeader{kind: kindSnapshot, seq: 2}.append(nil), logName(2): nextLog(2, 0)},
@@ -397,6 +394,91 @@ func TestDurableDamagedStoreIsMovedAsideAndStartsEmpty(t *testing.T) {
 			defer mustClose(t, d)
 			if len(s.Inbound["x"]) != 1 {
 				t.Errorf("batch after the restart lost: %v", s.Inbound)
+			}
+		})
+	}
+}
+
+// TestDurableDamageInsideLastLogKeepsWhatPrecedesIt: a bad record in the
+// middle of the last log with valid records after it (damage, or a power cut
+// that persisted the last write's pages out of order) is not a silent tear:
+// the store keeps every batch before the damage, reports the damage, keeps a
+// copy of the log as found, and goes on working.
+func TestDurableDamageInsideLastLogKeepsWhatPrecedesIt(t *testing.T) {
+	base := t.TempDir()
+	log, _, _ := writeHistory(t, filepath.Join(base, "orig"), 8)
+	// Record starts in the log.
+	var starts []int
+	for off := headerSize; off+recordHeader <= len(log); {
+		starts = append(starts, off)
+		off += recordHeader + int(binary.LittleEndian.Uint32(log[off:]))
+	}
+	if len(starts) < 4 {
+		t.Fatalf("history has %d records, want at least 4", len(starts))
+	}
+	at := starts[len(starts)/2]
+	flip := bytes.Clone(log)
+	flip[at+recordHeader+1] ^= 0x40
+	cases := map[string][]byte{
+		"checksum": flip,
+		"zeros":    zeroed(log, at, recordHeader+2),
+	}
+	for name, damaged := range cases {
+		t.Run(name, func(t *testing.T) {
+			// What the store must come back with: the log up to the damage.
+			wantDir := filepath.Join(base, name+"-want")
+			os.MkdirAll(wantDir, 0o700)
+			os.WriteFile(filepath.Join(wantDir, logName(1)), log[:at], 0o600)
+			w := open(t, wantDir, DurableOptions{})
+			want := load(t, w)
+			mustClose(t, w)
+			if len(want.Messages)+len(want.Sessions)+len(want.Queues) == 0 {
+				t.Fatal("nothing precedes the damage; the test would prove nothing")
+			}
+
+			dir := filepath.Join(base, name, "store")
+			os.MkdirAll(dir, 0o700)
+			os.WriteFile(filepath.Join(dir, logName(1)), damaged, 0o600)
+			d := open(t, dir, DurableOptions{})
+			bad, why := d.Damaged()
+			if !bad {
+				mustClose(t, d)
+				t.Fatal("damage inside the last log not reported")
+			}
+			t.Logf("damaged: %s", why)
+			if err := sameState(t, load(t, d), want); err != nil {
+				mustClose(t, d)
+				t.Fatalf("store after the damage: %v", err)
+			}
+			aside, _ := filepath.Glob(dir + ".damaged-*")
+			if len(aside) != 1 {
+				mustClose(t, d)
+				t.Fatalf("copies aside: %v", aside)
+			}
+			if got, err := os.ReadFile(filepath.Join(aside[0], logName(1))); err != nil || !bytes.Equal(got, damaged) {
+				t.Errorf("the log as found is not kept in %s: %v", aside[0], err)
+			}
+			if !strings.Contains(why, aside[0]) {
+				t.Errorf("reason %q does not say where the copy is", why)
+			}
+			// The store goes on: a new batch survives a reopen, which no
+			// longer reports damage.
+			if err := commitWait(d, &Batch{Ops: []Op{{Kind: OpPutInbound, ClientID: "after", PacketID: 7}}}); err != nil {
+				t.Fatal(err)
+			}
+			mustClose(t, d)
+			d = open(t, dir, DurableOptions{})
+			defer mustClose(t, d)
+			if bad, why := d.Damaged(); bad {
+				t.Errorf("reopened store reported damaged again: %s", why)
+			}
+			s := load(t, d)
+			if !slices.Equal(s.Inbound["after"], []uint16{7}) {
+				t.Errorf("the batch committed after the cut did not survive a reopen: inbound %v", s.Inbound["after"])
+			}
+			delete(s.Inbound, "after")
+			if err := sameState(t, s, want); err != nil {
+				t.Errorf("reopened store: %v", err)
 			}
 		})
 	}

@@ -49,8 +49,9 @@ import (
 //     snapshot older than <seq> is deleted.
 //   - Recovery uses the newest snapshot and the logs from its seq on, which
 //     must be contiguous; each log counts up to the prevLen of the next. Only
-//     the last log may end in a torn record, and only at its end: a bad
-//     record followed by a valid one is damage, not a tear.
+//     the last log may end in a torn record. A bad record there followed by
+//     a valid one is cut like a tear, but reported as damage, with a copy of
+//     the log kept aside (see recoverDir).
 const (
 	headerSize   = 32
 	recordHeader = 8
@@ -192,6 +193,9 @@ type recovered struct {
 	snapLen  int64
 	obsolete []string // files left over by an interrupted compaction
 	tornTail string   // why the last log was cut, if it was
+	// salvaged says why the last log was cut although a valid record
+	// follows the cut: damage inside it rather than a torn final write.
+	salvaged string
 }
 
 // recoverDir reads the store in dir. Errors of type *damage mean the contents
@@ -293,15 +297,20 @@ func recoverDir(dir string) (*recovered, error) {
 			if !last || errors.Is(stop, errCorrupt) {
 				return nil, damagedf("%s: %v", logName(seq), stop)
 			}
-			// A crash tears only the last write. A record cut off by the
-			// end of the file is such a tear (what follows it is its own
-			// payload, so it is not searched). A bad length or checksum
-			// followed by a valid record is damage in the middle of the
-			// log: cutting there would silently drop every batch after it.
+			// A process crash tears only the last write, and a record cut
+			// off by the end of the file is such a tear (what follows it
+			// is its own payload, so it is not searched). A bad length or
+			// checksum followed by a valid record is either a power cut
+			// that persisted the pages of the last, never acknowledged,
+			// write out of order, or damage to acknowledged records. The
+			// two cannot be told apart here, and moving the whole store
+			// aside would lose far more than the batches after the cut in
+			// either case: the log is cut there all the same, and the cut
+			// is reported as damage with a copy of the log kept.
 			var cut *cutOff
 			if !errors.As(stop, &cut) {
 				if off, ok := validRecordAfter(data, end); ok {
-					return nil, damagedf("%s: %v, but a valid record follows at offset %d", logName(seq), stop, off)
+					r.salvaged = fmt.Sprintf("%s: %v, but a valid record follows at offset %d", logName(seq), stop, off)
 				}
 			}
 			r.tornTail = fmt.Sprintf("%s: %v", logName(seq), stop)

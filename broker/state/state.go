@@ -17,8 +17,10 @@
 // CRC-32C checked records. One writer goroutine takes every batch queued since
 // its last fsync, writes them as one record, fdatasyncs once and then calls
 // each done (group commit). At start-up the log is replayed; a torn last record
-// (a crash or power cut during an append) is cut off; a store damaged in any
-// other way is moved aside and the broker starts empty rather than not at all.
+// (a crash or power cut during an append) is cut off; a last log damaged in
+// its middle is cut at the damage, reported, and a copy kept aside; a store
+// damaged in any other way is moved aside and the broker starts empty rather
+// than not at all.
 // Compaction writes the live state as a snapshot from another goroutine, after
 // the writer has rolled to a new log, and switches to it with rename and a
 // directory fsync; the logs it replaces are then deleted. Live data is bounded
