@@ -212,14 +212,23 @@ func (p *proc) signal(sig os.Signal) {
 // freeAddr returns a loopback address with a port nothing listens on now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand a just-closed port out again: two calls in
+		// one test (broker and metrics addresses) must not get the same.
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
+
+// handedOut holds every address freeAddr returned.
+var handedOut sync.Map
 
 // writeConfig writes a configuration file into dir and returns its path.
 func writeConfig(t *testing.T, dir, content string) string {
