@@ -149,32 +149,27 @@ test-board:
 ## test-arm: the unit tests built for linux/arm (GOARM=6) and linux/arm64,
 ## run under qemu-user (qemu-arm-static, qemu-aarch64-static; no binfmt).
 # Both architectures run even when the first fails; the target fails if either
-# did. GATEWAYD_QEMU_USER tells the tests they are emulated: their deadlines
-# (hang guards, never timing assertions) grow by internal/testenv's factor, 10
+# did. The emulators must be QEMU 8.0 or newer: scripts/qemu-user prints the
+# directory of the installed ones when they are, and otherwise fetches Debian's
+# bookworm-backports qemu-user-static into ~/.cache/gatewayd-qemu (Debian 12's
+# own QEMU 7.2 can hang a Go program for good when it starts a subprocess).
+# GATEWAYD_QEMU_USER tells the tests they are emulated: their deadlines (hang
+# guards, never timing assertions) grow by internal/testenv's factor, 10
 # unless GATEWAYD_TEST_TIMEOUT_SCALE says otherwise (make test-arm
 # GATEWAYD_TEST_TIMEOUT_SCALE=20 on a very slow machine).
-test-arm: test-deps test-arm-deps
-	@rc=0; \
-	echo "linux/arm GOARM=6 under qemu-arm-static"; \
-	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-arm-static CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 \
-		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-arm-static ./... || rc=1; \
-	echo "linux/arm64 under qemu-aarch64-static"; \
-	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=qemu-aarch64-static CGO_ENABLED=0 GOOS=linux GOARCH=arm64 \
-		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec qemu-aarch64-static ./... || rc=1; \
+test-arm: test-deps
+	@q=$$(scripts/qemu-user) || exit 1; rc=0; \
+	echo "linux/arm GOARM=6 under $$q/qemu-arm-static ($$($$q/qemu-arm-static --version | head -1))"; \
+	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=$$q/qemu-arm-static CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 \
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec $$q/qemu-arm-static ./... || rc=1; \
+	echo "linux/arm64 under $$q/qemu-aarch64-static"; \
+	PATH="$$PATH:/usr/sbin" GATEWAYD_QEMU_USER=$$q/qemu-aarch64-static CGO_ENABLED=0 GOOS=linux GOARCH=arm64 \
+		$(GO) test -short -count=1 -timeout $(ARM_TEST_TIMEOUT) -exec $$q/qemu-aarch64-static ./... || rc=1; \
 	exit $$rc
 
+## test-arm-deps: QEMU 8.0+ user-mode emulators (see scripts/qemu-user).
 test-arm-deps:
-	@command -v qemu-arm-static >/dev/null 2>&1 && command -v qemu-aarch64-static >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" = 0 ]; then \
-		echo "installing qemu-user-static (needed by make test-arm)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q --no-install-recommends qemu-user-static </dev/null || \
-		{ apt-get update -q && apt-get install -y -q --no-install-recommends qemu-user-static </dev/null; }; \
-	else \
-		echo "make test-arm needs qemu-user-static:"; \
-		echo "    sudo apt-get install qemu-user-static"; \
-		exit 1; \
-	fi
+	@scripts/qemu-user >/dev/null
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
