@@ -88,7 +88,7 @@ func publishFlood(t *testing.T, pub *rawClient, topic string, n, size int) {
 // progress, loses no QoS 0 message: the publisher is held back instead. With slow_consumer_wait 0 the same
 // subscriber loses messages (so it really is slower than the publisher).
 func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
-	const n, size = 1024, 16 << 10 // 16 MiB
+	const n, size = 768, 16 << 10 // 12 MiB
 	for _, wait := range []time.Duration{0, 2 * time.Second} {
 		t.Run("slow_consumer_wait="+wait.String(), func(t *testing.T) {
 			b := startBroker(t, func(c *broker.Config) {
@@ -97,8 +97,8 @@ func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 			sub := dialRawBuffers(t, b, "slow subscriber", 64<<10, 0)
 			sub.connect(connectSpec{Version: 4, ClientID: "slow", Clean: true, KeepAlive: 0})
 			sub.subscribe(nil, rawSub{Filter: "bp/t", Options: 0})
-			// At most 8 MB/s from here on.
-			sub.br = bufio.NewReaderSize(slowReader{r: sub.conn, chunk: 64 << 10, pause: 8 * time.Millisecond}, 64<<10)
+			// At most 4 MB/s from here on.
+			sub.br = bufio.NewReaderSize(slowReader{r: sub.conn, chunk: 64 << 10, pause: 16 * time.Millisecond}, 64<<10)
 
 			var got atomic.Int64
 			var order error

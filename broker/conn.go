@@ -8,7 +8,10 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gatewayd/broker/packet"
 )
@@ -94,8 +97,14 @@ type conn struct {
 	// that do not fit without waiting; waiters routing goroutines wait on
 	// room, which gets a token whenever the writer makes room.
 	stalled bool
+	noRaw   bool // nc has no raw file descriptor to write inline
 	waiters int32
 	room    chan struct{}
+	// raw is nc's file descriptor (plain TCP only) for writing inline,
+	// without starting a writer (see kickLocked).
+	raw syscall.RawConn
+	// wrote is when output last went to the socket (since epoch).
+	wrote time.Duration
 
 	// Owned by the writer goroutine.
 	writeFn       func()    // c.writeLoop, bound once: "go c.writeLoop()" would allocate a closure each time
@@ -525,6 +534,12 @@ const (
 // when the client allows them. p.Topic is restored before it returns;
 // p.Props.TopicAlias is overwritten.
 func (c *conn) sendPublish(p *packet.Publish, mode sendMode) sendResult {
+	return c.sendPublishInline(p, mode, false)
+}
+
+// sendPublishInline is sendPublish that, when inline is set, may write p
+// from the calling goroutine (see kickInlineLocked).
+func (c *conn) sendPublishInline(p *packet.Publish, mode sendMode, inline bool) sendResult {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if c.closed {
@@ -571,7 +586,11 @@ func (c *conn) sendPublish(p *packet.Publish, mode sendMode) sendResult {
 	c.s.stats.msgsSent.Add(1)
 	c.s.stats.pubSent[p.QoS&3].Add(1)
 	c.s.stats.pubBytesSent[p.QoS&3].Add(uint64(len(p.Payload)))
-	c.kickLocked()
+	if inline {
+		c.kickInlineLocked()
+	} else {
+		c.kickLocked()
+	}
 	if c.waiters > 0 && c.roomLocked(1) {
 		// Pass the writer's token on to the next waiting publisher.
 		c.wakeLocked()
@@ -647,12 +666,105 @@ func (c *conn) kickLocked() {
 	if c.writing || c.outP == nil || len(*c.outP) == 0 {
 		return
 	}
+	c.wrote = time.Since(epoch)
 	c.writing = true
 	c.s.wg.Add(1)
 	if c.writeFn == nil {
 		c.writeFn = c.writeLoop
 	}
 	go c.writeFn()
+}
+
+// inlineGap: output that comes at least this long after the previous write
+// may be written inline (see kickInlineLocked).
+const inlineGap = 50 * time.Microsecond
+
+// kickInlineLocked is kickLocked for a routing goroutine that may write
+// inline: on a plain TCP connection that has not written for inlineGap, the
+// pending output is first offered to the socket with one non-blocking write
+// from the calling goroutine. When the socket takes all of it, as it does
+// whenever the client keeps up, no writer goroutine is started and woken for
+// it. What the socket does not take is left to the writer, so the caller
+// never waits for the client; output that follows closer than inlineGap is
+// left to the writer, which batches it into fewer, larger writes. A routed
+// message writes inline to one subscriber at most (see route.inline), so
+// that a publisher with many subscribers never does their writes itself.
+func (c *conn) kickInlineLocked() {
+	if c.writing || c.outP == nil || len(*c.outP) == 0 {
+		return
+	}
+	if now := time.Since(epoch); now-c.wrote >= inlineGap && c.writeInlineLocked() {
+		c.wrote = now
+		return
+	}
+	c.kickLocked()
+}
+
+// inlineWriter carries one non-blocking write through RawConn.Write; its fn
+// is bound once, so a write allocates nothing.
+type inlineWriter struct {
+	fn  func(fd uintptr) bool
+	buf []byte
+	n   int
+	err error
+}
+
+var inlineWriters = sync.Pool{New: func() any {
+	w := &inlineWriter{}
+	w.fn = w.write
+	return w
+}}
+
+func (w *inlineWriter) write(fd uintptr) bool {
+	w.n, w.err = unix.Write(int(fd), w.buf)
+	return true // never wait for the socket
+}
+
+// writeInlineLocked writes the pending output with one non-blocking write
+// and reports whether all of it went; what is left stays pending, in order.
+// The caller holds outMu, so nothing is appended meanwhile.
+func (c *conn) writeInlineLocked() bool {
+	if c.raw == nil {
+		if c.noRaw {
+			return false
+		}
+		tc, ok := c.nc.(*net.TCPConn)
+		if !ok {
+			c.noRaw = true
+			return false
+		}
+		raw, err := tc.SyscallConn()
+		if err != nil {
+			c.noRaw = true
+			return false
+		}
+		c.raw = raw
+	}
+	p := *c.outP
+	w := inlineWriters.Get().(*inlineWriter)
+	w.buf, w.n, w.err = p, 0, nil
+	err := c.raw.Write(w.fn)
+	n, werr := w.n, w.err
+	w.buf = nil
+	inlineWriters.Put(w)
+	if err != nil || werr != nil || n <= 0 {
+		// EAGAIN (the socket is full) or a failure: the writer takes
+		// over and meets the same condition with its deadline.
+		return false
+	}
+	c.s.stats.bytesSent.Add(uint64(n))
+	if n < len(p) {
+		*c.outP = p[:copy(p, p[n:])]
+		return false
+	}
+	putOut(c.outP)
+	c.outP = nil
+	// The client is reading: as when the writer drains the buffer.
+	c.stalled = false
+	if c.waiters > 0 {
+		c.wakeLocked()
+	}
+	return true
 }
 
 // writeLoop writes everything pending in one Write per round (batching what

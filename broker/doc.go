@@ -4,7 +4,10 @@
 //
 // A connection is one reader goroutine that decodes packets and routes each
 // PUBLISH straight into the subscribers' output buffers, and a writer goroutine
-// that exists only while output is pending. Sessions (subscriptions, queued and
+// that exists only while output is pending; a QoS 0 message that follows a
+// quiet spell goes to one subscriber's plain TCP socket inline, with one
+// non-blocking write, and the writer starts only for what the socket does not
+// take at once. Sessions (subscriptions, queued and
 // in-flight QoS 1/2 messages, wills) live in memory; every change that must
 // survive a restart is described to a state.Store, and a PUBACK or PUBREC for a
 // message that had to be stored is sent only once the store reports it durable.

@@ -22,6 +22,10 @@ type route struct {
 	pub    packet.Publish // the outgoing PUBLISH, adjusted per subscriber
 	subIDs []uint32
 	timer  *time.Timer // bounds a wait for a slow subscriber; made on first use
+	// inline: the message may still be written inline to one subscriber
+	// (see conn.kickInlineLocked); one at most, so that the publisher's
+	// goroutine does not do the writes of a large fan-out itself.
+	inline bool
 }
 
 // startTimer arms r.timer to fire after d.
@@ -107,6 +111,7 @@ func (s *Server) route(src *pubSource, t *tx) {
 	}
 
 	r := s.routes.Get().(*route)
+	r.inline = true
 	r.hits = s.subs.Match(src.topic, r.hits[:0], r.pickFn)
 	hits := r.hits
 	if len(hits) > 1 {
@@ -142,6 +147,7 @@ func (s *Server) route(src *pubSource, t *tx) {
 	clear(r.hits) // drop session pointers so the pool does not pin them
 	clear(r.shared)
 	r.hits, r.shared = r.hits[:0], r.shared[:0]
+	r.inline = false
 	s.routes.Put(r)
 }
 
@@ -227,7 +233,8 @@ func (s *Server) deliverLocked(r *route, se *session, src *pubSource, qos byte, 
 		if wait && !t.locked {
 			mode = waitIfFull
 		}
-		res := c.sendPublish(p, mode)
+		res := c.sendPublishInline(p, mode, r.inline)
+		r.inline = false
 		if res == noRoom {
 			return c
 		}
