@@ -169,7 +169,7 @@ func (s *Server) Stats() Stats {
 func (s *Server) startSys() {
 	if h, ok := s.store.(state.Health); ok {
 		if bad, why := h.Damaged(); bad {
-			s.log.Error("broker: the store was damaged and moved aside; starting with an empty store", "reason", why)
+			s.log.Error("broker: the store was found damaged at start-up (the reason says what was kept and where the damaged files went)", "reason", why)
 		}
 	}
 	if s.cfg.SysInterval <= 0 {
@@ -234,7 +234,8 @@ func (s *Server) publishStats() {
 }
 
 // publishStoreHealth publishes what a durable store tells about itself:
-// whether it was found damaged at start (and moved aside), and its wear
+// whether it was found damaged at start (and moved aside, or its newest log
+// cut at the damage), and its wear
 // figures. bytes/per message is bytes written over messages stored, what the
 // SD card pays per message kept.
 func (s *Server) publishStoreHealth(h state.Health) {

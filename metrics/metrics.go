@@ -96,7 +96,7 @@ var (
 	stored       = desc("store_messages_stored_total", "Messages made durable.")
 	liveBytes    = desc("store_live_bytes", "Live data in the store (what store.max_bytes limits).")
 	diskBytes    = desc("store_disk_bytes", "Size of the store's files.")
-	storeDamaged = desc("store_damaged", "1 when the store found at start-up was damaged and moved aside.")
+	storeDamaged = desc("store_damaged", "1 when the store found at start-up was damaged (moved aside, or its newest log cut at the damage).")
 
 	bridgeUp         = desc("bridge_connected", "1 while the bridge is connected to its cloud broker.", "bridge")
 	bridgeQueued     = desc("bridge_queued_messages", "Messages waiting for the cloud.", "bridge")

@@ -143,7 +143,8 @@ func run(args []string, stdout io.Writer, stderr *os.File) int {
 		printErr(stderr, file.Locate(config.Errorf("data_dir", "%v", err)))
 		return exitStart
 	}
-	// A store found damaged was moved aside; the broker logs that at start
+	// A store found damaged was moved aside (or its newest log cut at the
+	// damage, a copy kept); the broker logs that at start
 	// and raises $SYS/broker/store/damaged.
 
 	srv, err := broker.New(cfg.Broker, broker.Options{Store: store, Logger: log, Version: versionString()})
