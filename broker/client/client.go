@@ -74,6 +74,19 @@ type Client struct {
 	groups   []*subGroup         // subscriptions, for routing and resubscription
 
 	deliveries chan delivery
+
+	ackMu sync.Mutex
+	acks  []*ackSlot // ManualAck: received messages not yet acknowledged, in arrival order
+}
+
+// ackSlot is the acknowledgement of one received QoS 1/2 message under
+// ManualAck.
+type ackSlot struct {
+	c    *Client
+	cn   *conn       // the connection the message came on
+	kind packet.Type // PUBACK or PUBREC
+	id   uint16
+	done bool // acknowledged by the application (under c.ackMu)
 }
 
 // outMsg is one outbound QoS 1/2 message.
@@ -185,6 +198,11 @@ func (c *Client) Connect(ctx context.Context) error {
 	c.runDone = done
 	c.deliveries = make(chan delivery, 64)
 	c.mu.Unlock()
+	// Messages of an earlier run that were never acknowledged are the
+	// server's to send again; they must not hold back this run's.
+	c.ackMu.Lock()
+	c.acks = nil
+	c.ackMu.Unlock()
 
 	first := make(chan error, 1)
 	go c.manage(runCtx, ctx, first, done)
@@ -868,6 +886,17 @@ func (c *Client) dispatch(in <-chan delivery, stop <-chan struct{}, done chan<- 
 }
 
 func (c *Client) deliver(d delivery, hs []Handler) []Handler {
+	var slot *ackSlot
+	if d.ack != 0 && c.opts.ManualAck {
+		slot = &ackSlot{c: c, cn: d.cn, kind: d.ack, id: d.id}
+		c.ackMu.Lock()
+		c.acks = append(c.acks, slot)
+		c.ackMu.Unlock()
+		if d.m != nil {
+			d.m.ack = slot
+		}
+	}
+	handled := false
 	if d.m != nil {
 		hs = hs[:0]
 		c.mu.Lock()
@@ -886,11 +915,42 @@ func (c *Client) deliver(d delivery, hs []Handler) []Handler {
 		for _, h := range hs {
 			h(d.m)
 		}
+		handled = len(hs) > 0
 		clear(hs)
 	}
-	if d.ack != 0 {
+	switch {
+	case slot != nil:
+		if !handled {
+			// No handler to acknowledge it, or a QoS 2 PUBLISH sent again
+			// before PUBREL (its PUBREC follows the original's).
+			c.ack(slot)
+		}
+	case d.ack != 0:
 		// If that connection is gone the server sends the message again.
 		d.cn.sendAck(d.ack, d.id, packet.Success)
 	}
 	return hs
+}
+
+// ack marks s acknowledged and sends every acknowledgement at the head of
+// the queue that is ready, in arrival order. One whose connection is gone is
+// not sent: the server sends that message again.
+func (c *Client) ack(s *ackSlot) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if s.done {
+		return
+	}
+	s.done = true
+	n := 0
+	for n < len(c.acks) && c.acks[n].done {
+		a := c.acks[n]
+		a.cn.sendAck(a.kind, a.id, packet.Success)
+		c.acks[n] = nil
+		n++
+	}
+	c.acks = c.acks[n:]
+	if len(c.acks) == 0 {
+		c.acks = nil
+	}
 }

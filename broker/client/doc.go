@@ -10,6 +10,8 @@
 // client.
 //
 // What the package must never do: acknowledge a received QoS 1 or 2 message
-// before its handler has returned, deliver a received QoS 2 message twice
+// before its handler has returned (with Options.ManualAck: before the
+// application has called its Ack), send acknowledgements out of the order
+// the messages arrived in, deliver a received QoS 2 message twice
 // within a session, or reuse a packet identifier that is still in flight.
 package client

@@ -35,6 +35,20 @@ type Message struct {
 	// SubscriptionIDs are set on receipt: the identifiers of the
 	// subscriptions that matched.
 	SubscriptionIDs []uint32
+
+	ack *ackSlot // received with Options.ManualAck: its acknowledgement
+}
+
+// Ack acknowledges a received QoS 1 or 2 message of a client with
+// Options.ManualAck. The acknowledgement leaves once every message received
+// before it has been acknowledged too; if the connection it came on has
+// been lost meanwhile, nothing is sent and the server sends the message
+// again. Ack may be called from any goroutine; it does nothing on a QoS 0
+// message, a message not received with ManualAck, or when called again.
+func (m *Message) Ack() {
+	if s := m.ack; s != nil {
+		s.c.ack(s)
+	}
 }
 
 // UserProperty is one v5 user property; keys may repeat.
@@ -55,7 +69,8 @@ type Subscription struct {
 // Handler is called with each received message whose topic matches the
 // subscription it was registered with. Handlers of one client run one at a
 // time, in the order messages arrived, on one goroutine; a QoS 1 or 2 message
-// is acknowledged when its handler returns. A handler that blocks delays every
+// is acknowledged when its handler returns (with Options.ManualAck, when
+// Message.Ack is called). A handler that blocks delays every
 // later message; it must not wait for an acknowledgement of its own QoS 1/2
 // Publish (use PublishAsync), since acknowledgements are read by the same
 // connection that is waiting for the handler. When several of the client's

@@ -96,6 +96,17 @@ type Options struct {
 	// subscriptions (for instance, from a session resumed before Subscribe
 	// was called again). Nil: such messages are acknowledged and dropped.
 	DefaultHandler Handler
+	// ManualAck makes received QoS 1 and 2 messages wait for their
+	// Message.Ack instead of being acknowledged when their handlers return,
+	// so that a handler can pass a message on and return at once, and
+	// several messages can be in the application's hands. Acknowledgements
+	// still leave in the order the messages arrived ([MQTT-4.6.0-2]): one
+	// waits until every earlier message has been acknowledged too. Every
+	// QoS 1/2 message a handler receives must therefore be acknowledged;
+	// one that never is holds back the acknowledgements of all later ones
+	// until the next Connect. A message that matches no handler is
+	// acknowledged at once.
+	ManualAck bool
 
 	// Logger receives connection events. Nil: nothing is logged.
 	Logger *slog.Logger
