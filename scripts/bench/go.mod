@@ -2,7 +2,10 @@ module gatewayd/scripts/bench
 
 go 1.26.0
 
-require github.com/mochi-mqtt/server/v2 v2.7.9
+require (
+	github.com/mochi-mqtt/server/v2 v2.7.9
+	golang.org/x/sys v0.50.0
+)
 
 require (
 	github.com/gorilla/websocket v1.5.0 // indirect

@@ -1,0 +1,600 @@
+//go:build linux
+
+package forward
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"gatewayd/scripts/bench/internal/wire"
+)
+
+// Epoll is the forwarder on one epoll loop in one locked OS thread, with the
+// same contract as Serve. Accepted connections are taken out of Go's
+// netpoller (the descriptor is duplicated and the net.Conn closed), so the
+// runtime never wakes for them. Every connection is watched level-triggered
+// for input; each round reads once (up to 64 KiB) from every ready
+// connection, appends every complete PUBLISH to every subscriber's output and
+// then writes every connection with output once. Output a socket does not
+// take waits in user space, with EPOLLOUT watched only while some is left.
+//
+// While any subscriber has more than the limit (pendingLimit, 8 MiB) waiting,
+// connections that have published are not read (their EPOLLIN interest is
+// removed) until every subscriber is back under half the limit: nothing is
+// lost and the memory held is bounded by the limit plus one read per
+// subscriber.
+//
+// The zero value is ready to use; Serve must be called at most once.
+type Epoll struct {
+	ep, wake int
+
+	mu       sync.Mutex
+	incoming []int // accepted descriptors for the loop to take
+	closing  bool
+
+	// Counters, written by the loop.
+	conns       atomic.Int64
+	accepted    atomic.Uint64
+	malformed   atomic.Uint64
+	failed      atomic.Uint64
+	epollErrors atomic.Uint64
+	bytesIn     atomic.Uint64
+	pubBytesIn  atomic.Uint64
+	peakPending atomic.Int64
+	pauses      atomic.Uint64
+	paused      atomic.Bool
+}
+
+// EpollStats are an Epoll's counters.
+type EpollStats struct {
+	Conns        int64  // connections open now
+	Accepted     uint64 // connections accepted in all
+	Malformed    uint64 // connections closed for a packet that cannot be framed
+	Failed       uint64 // accepted connections closed because their descriptor could not be taken over
+	EpollErrors  uint64 // failed changes of a connection's epoll interest
+	BytesIn      uint64 // bytes read from all connections
+	PubBytesIn   uint64 // bytes read from connections that have published
+	PeakPending  int64  // most bytes that ever waited for one connection
+	Pauses       uint64 // times publishers stopped being read for a subscriber over the limit
+	PausedNow    bool   // publishers are not being read now
+	PendingLimit int64  // the limit that pauses publishers
+}
+
+// Stats returns the counters; safe to call at any time.
+func (e *Epoll) Stats() EpollStats {
+	return EpollStats{
+		Conns:        e.conns.Load(),
+		Accepted:     e.accepted.Load(),
+		Malformed:    e.malformed.Load(),
+		Failed:       e.failed.Load(),
+		EpollErrors:  e.epollErrors.Load(),
+		BytesIn:      e.bytesIn.Load(),
+		PubBytesIn:   e.pubBytesIn.Load(),
+		PeakPending:  e.peakPending.Load(),
+		Pauses:       e.pauses.Load(),
+		PausedNow:    e.paused.Load(),
+		PendingLimit: pendingLimit,
+	}
+}
+
+func (s EpollStats) String() string {
+	return fmt.Sprintf("%d connections open, %d accepted, %d closed for malformed packets, %d not taken over, %d epoll_ctl failures, "+
+		"%d bytes read (%d from publishers), peak %d bytes waiting for one connection (limit %d), publishers paused %d times",
+		s.Conns, s.Accepted, s.Malformed, s.Failed, s.EpollErrors, s.BytesIn, s.PubBytesIn, s.PeakPending, s.PendingLimit, s.Pauses)
+}
+
+// ServeEpoll runs an Epoll on ln until accepting fails.
+func ServeEpoll(ln net.Listener) error {
+	var e Epoll
+	return e.Serve(ln)
+}
+
+// Serve accepts connections on ln and forwards between them until accepting
+// fails (for instance because ln was closed); it then closes every
+// connection, waits for the loop to end and returns the accept error.
+func (e *Epoll) Serve(ln net.Listener) error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake), Pad: -1}); err != nil {
+		unix.Close(wake)
+		unix.Close(ep)
+		return fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	e.ep, e.wake = ep, wake
+	l := &loop{e: e, buf: make([]byte, readSize)}
+	done := make(chan error, 1)
+	go func() { done <- l.run() }()
+
+	var aerr error
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			aerr = err
+			break
+		}
+		fd, err := detach(c)
+		if err != nil {
+			e.failed.Add(1) // c is closed: its client sees the connection end
+			continue
+		}
+		e.mu.Lock()
+		e.incoming = append(e.incoming, fd)
+		e.mu.Unlock()
+		e.signal()
+	}
+	e.mu.Lock()
+	e.closing = true
+	e.mu.Unlock()
+	e.signal()
+	if lerr := <-done; lerr != nil {
+		aerr = errors.Join(aerr, lerr)
+	}
+	e.mu.Lock()
+	for _, fd := range e.incoming {
+		unix.Close(fd)
+	}
+	e.incoming = nil
+	e.mu.Unlock()
+	unix.Close(wake)
+	unix.Close(ep)
+	return aerr
+}
+
+// detach returns a non-blocking duplicate of c's descriptor and closes c,
+// which takes the socket out of Go's netpoller (the socket itself stays open
+// through the duplicate).
+func detach(c net.Conn) (int, error) {
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("accepted %T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup accepted socket: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// signal wakes the loop.
+func (e *Epoll) signal() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(e.wake, one[:])
+}
+
+const (
+	readSize = 64 << 10
+	// maxPacket is the largest packet framed, as for Serve's read buffer.
+	maxPacket = 256 << 10
+)
+
+type econn struct {
+	fd     int
+	gen    int32
+	closed bool
+	in     []byte // start of a packet not yet complete
+	out    []byte // out[off:] waits to be written
+	off    int
+	sub    bool // has subscribed: gets every PUBLISH
+	pub    bool // has published: not read while a subscriber is over the limit
+	dirty  bool // in the loop's list of connections to write this round
+	over   bool // more than the limit waits for it
+	events uint32
+}
+
+func (c *econn) pending() int { return len(c.out) - c.off }
+
+// loop is the state of the epoll loop, owned by its goroutine.
+type loop struct {
+	e     *Epoll
+	buf   []byte
+	conns []*econn // by descriptor
+	subs  []*econn
+	pubs  []*econn
+	dirty []*econn
+	nOver int // subscribers over the limit
+	gen   int32
+	peak  int
+}
+
+func (l *loop) run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	evs := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(l.e.ep, evs, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			l.closeAll()
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		closing := false
+		for i := 0; i < n; i++ {
+			ev := &evs[i]
+			if ev.Pad == -1 && int(ev.Fd) == l.e.wake {
+				closing = l.takeIncoming() || closing
+				continue
+			}
+			fd := int(ev.Fd)
+			if fd < 0 || fd >= len(l.conns) {
+				continue
+			}
+			c := l.conns[fd]
+			if c == nil || c.gen != ev.Pad {
+				continue // closed in this round, or a stale event
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				l.mark(c)
+			}
+			hup := ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0
+			if ev.Events&unix.EPOLLIN != 0 || hup {
+				// A publisher may still be ready from before a pause in this
+				// round; it waits, unless its socket failed.
+				if c.pub && l.nOver > 0 && !hup {
+					continue
+				}
+				l.read(c)
+			}
+		}
+		l.flush()
+		if closing {
+			l.closeAll()
+			return nil
+		}
+	}
+}
+
+// takeIncoming registers the accepted connections and reports whether the
+// server is closing.
+func (l *loop) takeIncoming() bool {
+	var cnt [8]byte
+	_, _ = unix.Read(l.e.wake, cnt[:])
+	l.e.mu.Lock()
+	fds := l.e.incoming
+	l.e.incoming = nil
+	closing := l.e.closing
+	l.e.mu.Unlock()
+	for _, fd := range fds {
+		l.gen++
+		if l.gen < 0 {
+			l.gen = 0
+		}
+		c := &econn{fd: fd, gen: l.gen, events: unix.EPOLLIN}
+		if err := unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: c.events, Fd: int32(fd), Pad: c.gen}); err != nil {
+			unix.Close(fd)
+			l.e.failed.Add(1)
+			continue
+		}
+		for fd >= len(l.conns) {
+			l.conns = append(l.conns, nil)
+		}
+		l.conns[fd] = c
+		l.e.accepted.Add(1)
+		l.e.conns.Add(1)
+	}
+	return closing
+}
+
+func (l *loop) read(c *econn) {
+	n, err := unix.Read(c.fd, l.buf)
+	if n <= 0 {
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return
+		}
+		l.drop(c) // end of stream or a failed socket
+		return
+	}
+	l.e.bytesIn.Add(uint64(n))
+	if c.pub {
+		l.e.pubBytesIn.Add(uint64(n))
+	}
+	data := l.buf[:n]
+	if len(c.in) > 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	rest, ok := l.handle(c, data)
+	if !ok {
+		l.e.malformed.Add(1)
+		l.drop(c)
+		return
+	}
+	if c.closed {
+		return
+	}
+	// Keep the start of an incomplete packet (rest may alias c.in: copy
+	// moves it down).
+	c.in = append(c.in[:0], rest...)
+	if len(c.in) == 0 && cap(c.in) > readSize {
+		c.in = nil
+	}
+}
+
+// frame returns the first byte and total length of the packet at the start
+// of b; total is 0 when b holds only part of it, -1 when it cannot be framed.
+func frame(b []byte) (first byte, hdr, total int) {
+	if len(b) < 2 {
+		return 0, 0, 0
+	}
+	rem, mul := 0, 1
+	for i := 1; ; i++ {
+		if i > 4 {
+			return 0, 0, -1
+		}
+		if i >= len(b) {
+			return 0, 0, 0
+		}
+		rem += int(b[i]&0x7f) * mul
+		mul *= 128
+		if b[i]&0x80 == 0 {
+			hdr = i + 1
+			break
+		}
+	}
+	total = hdr + rem
+	if total > maxPacket {
+		return 0, 0, -1
+	}
+	if len(b) < total {
+		return 0, 0, 0
+	}
+	return b[0], hdr, total
+}
+
+// handle acts on every complete packet in data and returns what is left of
+// it; false for a packet that cannot be framed or parsed.
+func (l *loop) handle(c *econn, data []byte) ([]byte, bool) {
+	off, span := 0, -1 // data[span:off] is a run of PUBLISH packets
+	for {
+		first, hdr, total := frame(data[off:])
+		if total < 0 {
+			return nil, false
+		}
+		if total == 0 {
+			break
+		}
+		p := data[off : off+total]
+		body := p[hdr:]
+		if first>>4 == wire.PUBLISH {
+			if span < 0 {
+				span = off
+			}
+			if (first>>1)&3 > 0 {
+				_, id, _, err := wire.ParsePublish(first, body)
+				if err != nil {
+					return nil, false
+				}
+				c.out = wire.AppendPuback(c.out, id)
+				l.mark(c)
+			}
+			if !c.pub {
+				c.pub = true
+				l.pubs = append(l.pubs, c)
+				l.interest(c)
+			}
+			off += total
+			continue
+		}
+		if span >= 0 {
+			l.fanout(data[span:off])
+			span = -1
+		}
+		switch first >> 4 {
+		case wire.CONNECT:
+			c.out = wire.AppendConnack(c.out)
+			l.mark(c)
+		case wire.SUBSCRIBE:
+			if len(body) < 2 {
+				return nil, false
+			}
+			id := binary.BigEndian.Uint16(body)
+			var granted []byte
+			for rest := body[2:]; len(rest) >= 3; {
+				n := int(binary.BigEndian.Uint16(rest))
+				if len(rest) < 3+n {
+					return nil, false
+				}
+				granted = append(granted, rest[2+n])
+				rest = rest[3+n:]
+			}
+			// The SUBACK is queued before the connection joins the
+			// subscribers, so it precedes every PUBLISH copied to it.
+			c.out = wire.AppendSuback(c.out, id, granted)
+			l.mark(c)
+			if !c.sub {
+				c.sub = true
+				l.subs = append(l.subs, c)
+			}
+		case wire.PINGREQ:
+			c.out = append(c.out, wire.PINGRESP<<4, 0)
+			l.mark(c)
+		case wire.DISCONNECT:
+			l.drop(c)
+			return nil, true
+		}
+		off += total
+	}
+	if span >= 0 {
+		l.fanout(data[span:off])
+	}
+	return data[off:], true
+}
+
+// fanout appends b to every subscriber's output; a subscriber that goes over
+// the limit pauses the publishers.
+func (l *loop) fanout(b []byte) {
+	for _, s := range l.subs {
+		s.out = append(s.out, b...)
+		l.mark(s)
+		p := s.pending()
+		if p > l.peak {
+			l.peak = p
+			l.e.peakPending.Store(int64(p))
+		}
+		if !s.over && p > pendingLimit {
+			s.over = true
+			l.nOver++
+			if l.nOver == 1 {
+				l.e.pauses.Add(1)
+				l.e.paused.Store(true)
+				l.pubsInterest()
+			}
+		}
+	}
+}
+
+// under takes s off the over-limit count, resuming the publishers when it
+// was the last.
+func (l *loop) under(s *econn) {
+	s.over = false
+	l.nOver--
+	if l.nOver == 0 {
+		l.e.paused.Store(false)
+		l.pubsInterest()
+	}
+}
+
+func (l *loop) pubsInterest() {
+	for _, c := range l.pubs {
+		l.interest(c)
+	}
+}
+
+func (l *loop) mark(c *econn) {
+	if !c.dirty {
+		c.dirty = true
+		l.dirty = append(l.dirty, c)
+	}
+}
+
+// interest updates c's epoll interest: input unless it is a paused
+// publisher, output while some waits after a write.
+func (l *loop) interest(c *econn) {
+	if c.closed {
+		return
+	}
+	var want uint32
+	if !(c.pub && l.nOver > 0) {
+		want |= unix.EPOLLIN
+	}
+	if c.pending() > 0 && !c.dirty {
+		want |= unix.EPOLLOUT
+	}
+	if want == c.events {
+		return
+	}
+	if err := unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: want, Fd: int32(c.fd), Pad: c.gen}); err != nil {
+		// Cannot happen for a registered descriptor; counted, and the
+		// connection keeps its old interest.
+		l.e.epollErrors.Add(1)
+		return
+	}
+	c.events = want
+}
+
+// flush writes every connection with output once.
+func (l *loop) flush() {
+	// drop (from a failed write) or interest may not append to l.dirty while
+	// it is walked: neither marks a connection.
+	for i := 0; i < len(l.dirty); i++ {
+		c := l.dirty[i]
+		c.dirty = false
+		if c.closed {
+			continue
+		}
+		if c.pending() > 0 {
+			n, err := unix.Write(c.fd, c.out[c.off:])
+			if n > 0 {
+				c.off += n
+			} else if err != unix.EAGAIN && err != unix.EINTR {
+				l.drop(c)
+				continue
+			}
+			switch {
+			case c.off == len(c.out):
+				c.out, c.off = c.out[:0], 0
+			case c.off >= c.pending():
+				// Move the rest down once it is no longer than what was
+				// written: each byte is moved at most once on average.
+				c.out, c.off = c.out[:copy(c.out, c.out[c.off:])], 0
+			}
+			if c.over && c.pending() <= pendingLimit/2 {
+				l.under(c)
+			}
+		}
+		l.interest(c)
+	}
+	clear(l.dirty)
+	l.dirty = l.dirty[:0]
+}
+
+// drop closes c and forgets it; events and list entries still naming it are
+// skipped by its closed flag and generation.
+func (l *loop) drop(c *econn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	_ = unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	unix.Close(c.fd)
+	l.conns[c.fd] = nil
+	l.e.conns.Add(-1)
+	if c.sub {
+		l.subs = remove(l.subs, c)
+	}
+	if c.pub {
+		l.pubs = remove(l.pubs, c)
+	}
+	if c.over {
+		l.under(c)
+	}
+	c.in, c.out, c.off = nil, nil, 0
+}
+
+func remove(list []*econn, c *econn) []*econn {
+	for i, o := range list {
+		if o == c {
+			copy(list[i:], list[i+1:])
+			list[len(list)-1] = nil
+			return list[:len(list)-1]
+		}
+	}
+	return list
+}
+
+func (l *loop) closeAll() {
+	for _, c := range l.conns {
+		if c != nil {
+			l.drop(c)
+		}
+	}
+}
