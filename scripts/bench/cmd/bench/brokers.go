@@ -213,6 +213,8 @@ func output(dir string, name string, args ...string) string {
 func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir, gwArgs, gwRev string) ([]*broker, string, error) {
 	var out []*broker
 	var gwSrc string
+	var fwdErr error
+	fwdBuilt := false
 	for _, n := range names {
 		b := &broker{name: n}
 		switch n {
@@ -237,18 +239,27 @@ func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir, g
 				}
 				return []string{bin, "-addr", addr, "-writes-pending", pending}, nil
 			}
-		case "forwarder":
+		case "forwarder", "forwarder-epoll":
+			// One binary for both; -epoll selects the single-thread loop.
 			bin := filepath.Join(binDir, "forwarder")
-			if err := goBuild(ctx, benchDir, "./cmd/forwarder", bin); err != nil {
-				b.unavailable = err.Error()
+			if fwdErr == nil && !fwdBuilt {
+				fwdErr, fwdBuilt = goBuild(ctx, benchDir, "./cmd/forwarder", bin), true
+			}
+			if fwdErr != nil {
+				b.unavailable = fwdErr.Error()
 				break
 			}
-			b.version = "zero-logic TCP forwarder (scripts/bench/cmd/forwarder)"
+			args := []string{bin}
+			b.version = "zero-logic TCP forwarder, goroutines per connection (scripts/bench/cmd/forwarder)"
+			if n == "forwarder-epoll" {
+				args = append(args, "-epoll")
+				b.version = "zero-logic TCP forwarder, one epoll loop on one thread (scripts/bench/cmd/forwarder -epoll)"
+			}
 			b.command = func(dir, addr string, w *workload) ([]string, error) {
-				return []string{bin, "-addr", addr}, nil
+				return append(args[:len(args):len(args)], "-addr", addr), nil
 			}
 		default:
-			return nil, "", fmt.Errorf("unknown broker %q (want gatewayd, mosquitto, mochi, forwarder)", n)
+			return nil, "", fmt.Errorf("unknown broker %q (want gatewayd, mosquitto, mochi, forwarder, forwarder-epoll)", n)
 		}
 		out = append(out, b)
 	}
@@ -366,3 +377,9 @@ func armBinarySize(ctx context.Context, src, binDir string) (int64, error) {
 	}
 	return st.Size(), nil
 }
+
+// isForwarder is true for the zero-logic forwarders, the machine's ceiling.
+func isForwarder(name string) bool { return name == "forwarder" || name == "forwarder-epoll" }
+
+// forwarders are the ceiling brokers, in the order the report shows them.
+var forwarders = []string{"forwarder", "forwarder-epoll"}

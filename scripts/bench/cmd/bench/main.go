@@ -1,5 +1,6 @@
 // Command bench measures gatewayd's MQTT broker side by side with Debian's
-// Mosquitto, mochi-mqtt and a zero-logic forwarder (the machine's ceiling):
+// Mosquitto, mochi-mqtt and two zero-logic forwarders (the machine's
+// ceiling: one goroutine-per-connection, one a single-thread epoll loop):
 // each broker is started on a loopback port, given the same workloads in
 // interleaved rounds, and every delivered message is verified.
 //
@@ -36,7 +37,7 @@ func run() int {
 		rounds   = flag.Int("rounds", 3, "interleaved rounds; figures are medians over them")
 		duration = flag.Duration("duration", 4*time.Second, "publishing time per flow workload run")
 		wlist    = flag.String("workloads", "all", "comma-separated workloads, or all")
-		blist    = flag.String("brokers", "gatewayd,mosquitto,mochi,forwarder", "comma-separated brokers, in run order")
+		blist    = flag.String("brokers", "gatewayd,mosquitto,mochi,forwarder,forwarder-epoll", "comma-separated brokers, in run order")
 		smoke    = flag.Bool("smoke", false, "every workload at tiny sizes for a second or so, one round (for CI)")
 		out      = flag.String("out", "", "markdown file whose generated section is replaced with the results (e.g. ../../docs/BENCHMARKS.md)")
 		repo     = flag.String("repo", "", "gatewayd repository root (default: found from the working directory)")
@@ -143,7 +144,7 @@ func run() int {
 	for _, b := range bs {
 		if b.unavailable != "" {
 			logf("%s not available: %s", b.name, b.unavailable)
-			if b.name == "mochi" || b.name == "forwarder" {
+			if b.name == "mochi" || isForwarder(b.name) {
 				harnessFailed = true // these are built from this module
 			}
 		}
@@ -177,7 +178,7 @@ func run() int {
 				switch {
 				case b.unavailable != "":
 					r.na = "not available: " + oneLine(b.unavailable)
-				case b.name == "forwarder" && w.forwarderNA != "":
+				case isForwarder(b.name) && w.forwarderNA != "":
 					r.na = "n/a: " + w.forwarderNA
 				default:
 					runOne(ctx, b, w, sz, tmp, r)
@@ -273,7 +274,7 @@ func logf(format string, args ...any) {
 }
 
 func logResult(r *result, rounds int) {
-	head := fmt.Sprintf("[%d/%d] %-16s %-10s", r.round, rounds, r.workload, r.broker)
+	head := fmt.Sprintf("[%d/%d] %-16s %-15s", r.round, rounds, r.workload, r.broker)
 	switch {
 	case r.na != "":
 		logf("%s %s", head, r.na)

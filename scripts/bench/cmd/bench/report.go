@@ -331,6 +331,61 @@ func (rp *report) tables() string {
 		}
 		p("| %s | %s |\n", w.name, strings.Join(cols, " | "))
 	}
+	sb.WriteString(rp.ceiling())
+	return sb.String()
+}
+
+// ceiling compares gatewayd with the zero-logic forwarders in the message
+// flows both ran: how much of the machine's ceiling it reaches.
+func (rp *report) ceiling() string {
+	var fws []string
+	for _, fw := range forwarders {
+		if hasBroker(rp.bs, fw) {
+			fws = append(fws, fw)
+		}
+	}
+	if len(fws) == 0 || !hasBroker(rp.bs, "gatewayd") {
+		return ""
+	}
+	metrics := []struct {
+		name string
+		f    func(*result) float64
+	}{
+		{"msg/s", func(r *result) float64 { return r.msgPerSec }},
+		{"p99", func(r *result) float64 { return float64(r.p99) }},
+		{"CPU/msg", func(r *result) float64 { return r.cpuPerM }},
+	}
+	var sb strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+	p("\n### gatewayd against the ceiling\n\n")
+	p("Median over rounds of the per-round ratio gatewayd ÷ forwarder: for msg/s the fraction of the ceiling gatewayd reaches, for p99 and CPU/msg how many times the floor it costs.\n\n")
+	head, align := "| workload |", "|---|"
+	for _, m := range metrics {
+		for _, fw := range fws {
+			head += fmt.Sprintf(" %s ÷ %s |", m.name, fw)
+			align += "---:|"
+		}
+	}
+	p("%s\n%s\n", head, align)
+	rows := 0
+	for i := range rp.ws {
+		w := &rp.ws[i]
+		gw := rp.cell(w.name, "gatewayd")
+		if w.kind != flow || gw == nil || gw.na() != "" || w.forwarderNA != "" {
+			continue
+		}
+		var cols []string
+		for _, m := range metrics {
+			for _, fw := range fws {
+				cols = append(cols, fmtRatio(ratio(gw, rp.cell(w.name, fw), m.f)))
+			}
+		}
+		p("| %s | %s |\n", w.name, strings.Join(cols, " | "))
+		rows++
+	}
+	if rows == 0 {
+		return ""
+	}
 	return sb.String()
 }
 
@@ -400,8 +455,14 @@ func (rp *report) targets() []target {
 				v := rp.cell(n, "gatewayd").med(p99)
 				all = all && v <= float64(500*time.Microsecond)
 				s := n + " " + fmtDur(v)
-				if f := rp.cell(n, "forwarder"); f != nil && f.na() == "" {
-					s += fmt.Sprintf(" (forwarder, this machine's floor: %s)", fmtDur(f.med(p99)))
+				var floors []string
+				for _, fw := range forwarders {
+					if f := rp.cell(n, fw); f != nil && f.na() == "" {
+						floors = append(floors, fmt.Sprintf("%s %s", fw, fmtDur(f.med(p99))))
+					}
+				}
+				if len(floors) > 0 {
+					s += " (this machine's floor: " + strings.Join(floors, ", ") + ")"
 				}
 				parts = append(parts, s)
 			}
@@ -577,7 +638,7 @@ func (rp *report) durability() string {
 			what = "`persistence false`: the session is held in memory"
 		case "mochi":
 			what = "no storage hook: the session is held in memory"
-		case "forwarder":
+		case "forwarder", "forwarder-epoll":
 			what = "no sessions: it only forwards"
 		}
 		fmt.Fprintf(&sb, "- %s: %s\n", b.name, what)

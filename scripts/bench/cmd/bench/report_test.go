@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +84,87 @@ func TestCheckFailsOnCorruptionOrNothingDelivered(t *testing.T) {
 	}}
 	if fails := check(rp); len(fails) != 2 {
 		t.Fatalf("failures %v", fails)
+	}
+}
+
+func TestReportShowsBothForwardersAsTheCeiling(t *testing.T) {
+	ws := workloads(true)
+	names := []string{"gatewayd", "mosquitto", "forwarder", "forwarder-epoll"}
+	var bs []*broker
+	for _, n := range names {
+		bs = append(bs, &broker{name: n})
+	}
+	// Figures per broker: msg/s, p99, CPU s/M.
+	figs := map[string][3]float64{
+		"gatewayd":        {1000, float64(600 * time.Microsecond), 30},
+		"mosquitto":       {1000, float64(800 * time.Microsecond), 28},
+		"forwarder":       {2000, float64(500 * time.Microsecond), 40},
+		"forwarder-epoll": {4000, float64(400 * time.Microsecond), 15},
+	}
+	rp := &report{ws: ws, bs: bs, cells: map[string]*cell{}, rounds: 1}
+	for i := range ws {
+		for _, b := range bs {
+			f := figs[b.name]
+			r := &result{round: 1, broker: b.name, workload: ws[i].name, unique: 10, expected: 10,
+				msgPerSec: f[0], p99: time.Duration(f[1]), cpuPerM: f[2]}
+			if ws[i].forwarderNA != "" && isForwarder(b.name) {
+				r.na = "n/a: " + ws[i].forwarderNA
+			}
+			rp.cells[ws[i].name+"/"+b.name] = &cell{w: &ws[i], b: b, rounds: []*result{r}}
+		}
+	}
+	md := rp.markdown("go", "Linux")
+	for _, want := range []string{
+		"| paced-qos0 | forwarder-epoll | 4.0 k |",
+		"| many-topics | forwarder-epoll | n/a: the forwarders do no topic matching |",
+		"paced-qos0 600 µs (this machine's floor: forwarder 500 µs, forwarder-epoll 400 µs)",
+		"| workload | msg/s ÷ forwarder | msg/s ÷ forwarder-epoll | p99 ÷ forwarder | p99 ÷ forwarder-epoll | CPU/msg ÷ forwarder | CPU/msg ÷ forwarder-epoll |",
+		"| paced-qos0 | 0.50× | 0.25× | 1.20× | 1.50× | 0.75× | 2.00× |",
+		"- forwarder-epoll: no sessions: it only forwards",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| many-topics | 0.") {
+		t.Errorf("ceiling row for a workload the forwarders cannot run:\n%s", md)
+	}
+}
+
+// The forwarder-epoll broker is the forwarder binary with -epoll: it starts,
+// answers the harness's handshake and, stopped, logs the epoll loop's
+// counters.
+func TestForwarderEpollBrokerRunsTheEpollLoop(t *testing.T) {
+	root, benchDir, err := findRepo("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ctx := context.Background()
+	bs, _, err := setupBrokers(ctx, []string{"forwarder", "forwarder-epoll"}, root, benchDir, tmp, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &workloads(true)[0]
+	for _, b := range bs {
+		if b.unavailable != "" {
+			t.Fatalf("%s: %s", b.name, b.unavailable)
+		}
+		argv, err := b.command(tmp, "127.0.0.1:1", w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if epoll := slices.Contains(argv, "-epoll"); epoll != (b.name == "forwarder-epoll") {
+			t.Errorf("%s runs %v", b.name, argv)
+		}
+	}
+	p, _, err := bs[1].start(ctx, tmp, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stop()
+	log, _ := os.ReadFile(filepath.Join(p.dir, "broker.log"))
+	if !strings.Contains(string(log), "forwarder: ") || !strings.Contains(string(log), "accepted") {
+		t.Fatalf("broker log: %q", log)
 	}
 }

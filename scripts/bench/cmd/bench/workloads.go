@@ -38,7 +38,7 @@ type workload struct {
 	// each published topic matching exactly one of them.
 	filters int
 	conns   int // idle connections
-	// forwarderNA says why the forwarder cannot run this workload.
+	// forwarderNA says why the forwarders cannot run this workload.
 	forwarderNA string
 }
 
@@ -60,7 +60,7 @@ func workloads(smoke bool) []workload {
 		{name: "idle-" + strconv.Itoa(idleSmall), title: fmt.Sprintf("%d idle connections", idleSmall), kind: idle, conns: idleSmall},
 		{name: "idle-" + strconv.Itoa(idleLarge), title: fmt.Sprintf("%d idle connections", idleLarge), kind: idle, conns: idleLarge},
 		{name: "many-topics", title: fmt.Sprintf("%d subscriptions (75%% wildcards) on 10 subscribers; 4 QoS 0 publishers as fast as possible, each message matching one subscription", filters),
-			kind: flow, pubs: 4, subs: 10, filters: filters, forwarderNA: "the forwarder does no topic matching"},
+			kind: flow, pubs: 4, subs: 10, filters: filters, forwarderNA: "the forwarders do no topic matching"},
 	}
 }
 

@@ -5,6 +5,10 @@
 // publishes are acknowledged at once; subscribers' PUBACKs are ignored. It
 // must never grow smarter: what it reaches is what the machine and the load
 // generator allow.
+//
+// It comes in two forms with the same contract: Serve, one goroutine per
+// connection with a writer goroutine per subscriber, and Epoll (Linux), one
+// epoll loop on one thread.
 package forward
 
 import (
