@@ -23,8 +23,10 @@ import (
 // runtime never wakes for them. Every connection is watched level-triggered
 // for input; each round reads once (up to 64 KiB) from every ready
 // connection, appends every complete PUBLISH to every subscriber's output and
-// then writes every connection with output once. Output a socket does not
-// take waits in user space, with EPOLLOUT watched only while some is left.
+// then writes every connection with output once (one write or writev).
+// Output waits in a list of 64 KiB chunks, reused once written, so it is
+// never moved or grown; EPOLLOUT is watched only while some is left after a
+// write.
 //
 // While any subscriber has more than the limit (pendingLimit, 8 MiB) waiting,
 // connections that have published are not read (their EPOLLIN interest is
@@ -116,7 +118,7 @@ func (e *Epoll) Serve(ln net.Listener) error {
 		return fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
 	e.ep, e.wake = ep, wake
-	l := &loop{e: e, buf: make([]byte, readSize)}
+	l := &loop{e: e, buf: make([]byte, readSize), iov: make([][]byte, 0, 64)}
 	done := make(chan error, 1)
 	go func() { done <- l.run() }()
 
@@ -199,9 +201,10 @@ type econn struct {
 	fd     int
 	gen    int32
 	closed bool
-	in     []byte // start of a packet not yet complete
-	out    []byte // out[off:] waits to be written
-	off    int
+	in     []byte   // start of a packet not yet complete
+	out    [][]byte // chunks waiting to be written, from out[0][head:]
+	head   int
+	pend   int  // bytes waiting
 	sub    bool // has subscribed: gets every PUBLISH
 	pub    bool // has published: not read while a subscriber is over the limit
 	dirty  bool // in the loop's list of connections to write this round
@@ -209,19 +212,102 @@ type econn struct {
 	events uint32
 }
 
-func (c *econn) pending() int { return len(c.out) - c.off }
+func (c *econn) pending() int { return c.pend }
+
+// chunkSize is the unit of output buffers: output is a list of chunks, so it
+// is never moved or grown, and written chunks are reused.
+const chunkSize = 64 << 10
+
+// maxFree is how many written chunks the loop keeps for reuse.
+const maxFree = 256
+
+// put appends b to c's output.
+func (l *loop) put(c *econn, b []byte) {
+	for len(b) > 0 {
+		n := len(c.out)
+		if n == 0 || len(c.out[n-1]) == cap(c.out[n-1]) {
+			c.out = append(c.out, l.chunk())
+			n++
+		}
+		t := c.out[n-1]
+		k := copy(t[len(t):cap(t)], b)
+		c.out[n-1] = t[:len(t)+k]
+		b = b[k:]
+		c.pend += k
+	}
+	l.mark(c)
+}
+
+func (l *loop) chunk() []byte {
+	if n := len(l.free); n > 0 {
+		ch := l.free[n-1]
+		l.free[n-1] = nil
+		l.free = l.free[:n-1]
+		return ch
+	}
+	return make([]byte, 0, chunkSize)
+}
+
+func (l *loop) release(ch []byte) {
+	if len(l.free) < maxFree {
+		l.free = append(l.free, ch[:0])
+	}
+}
+
+// write writes as much of c's output as the socket takes, in one system
+// call, and releases the chunks written.
+func (l *loop) write(c *econn) error {
+	var n int
+	var err error
+	if len(c.out) == 1 {
+		n, err = unix.Write(c.fd, c.out[0][c.head:])
+	} else {
+		iov := append(l.iov[:0], c.out[0][c.head:])
+		for _, ch := range c.out[1:] {
+			if len(iov) == cap(l.iov) {
+				break
+			}
+			iov = append(iov, ch)
+		}
+		n, err = unix.Writev(c.fd, iov)
+		clear(iov)
+	}
+	if n <= 0 {
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return nil
+		}
+		return err
+	}
+	c.pend -= n
+	n += c.head
+	done := 0
+	for done < len(c.out) && n >= len(c.out[done]) && (n > 0 || len(c.out[done]) == 0) {
+		n -= len(c.out[done])
+		l.release(c.out[done])
+		c.out[done] = nil
+		done++
+	}
+	if done > 0 {
+		c.out = c.out[:copy(c.out, c.out[done:])]
+	}
+	c.head = n
+	return nil
+}
 
 // loop is the state of the epoll loop, owned by its goroutine.
 type loop struct {
-	e     *Epoll
-	buf   []byte
-	conns []*econn // by descriptor
-	subs  []*econn
-	pubs  []*econn
-	dirty []*econn
-	nOver int // subscribers over the limit
-	gen   int32
-	peak  int
+	e       *Epoll
+	buf     []byte
+	scratch []byte
+	free    [][]byte // written chunks for reuse
+	iov     [][]byte
+	conns   []*econn // by descriptor
+	subs    []*econn
+	pubs    []*econn
+	dirty   []*econn
+	nOver   int // subscribers over the limit
+	gen     int32
+	peak    int
 }
 
 func (l *loop) run() error {
@@ -393,8 +479,8 @@ func (l *loop) handle(c *econn, data []byte) ([]byte, bool) {
 				if err != nil {
 					return nil, false
 				}
-				c.out = wire.AppendPuback(c.out, id)
-				l.mark(c)
+				l.scratch = wire.AppendPuback(l.scratch[:0], id)
+				l.put(c, l.scratch)
 			}
 			if !c.pub {
 				c.pub = true
@@ -410,8 +496,8 @@ func (l *loop) handle(c *econn, data []byte) ([]byte, bool) {
 		}
 		switch first >> 4 {
 		case wire.CONNECT:
-			c.out = wire.AppendConnack(c.out)
-			l.mark(c)
+			l.scratch = wire.AppendConnack(l.scratch[:0])
+			l.put(c, l.scratch)
 		case wire.SUBSCRIBE:
 			if len(body) < 2 {
 				return nil, false
@@ -428,15 +514,14 @@ func (l *loop) handle(c *econn, data []byte) ([]byte, bool) {
 			}
 			// The SUBACK is queued before the connection joins the
 			// subscribers, so it precedes every PUBLISH copied to it.
-			c.out = wire.AppendSuback(c.out, id, granted)
-			l.mark(c)
+			l.scratch = wire.AppendSuback(l.scratch[:0], id, granted)
+			l.put(c, l.scratch)
 			if !c.sub {
 				c.sub = true
 				l.subs = append(l.subs, c)
 			}
 		case wire.PINGREQ:
-			c.out = append(c.out, wire.PINGRESP<<4, 0)
-			l.mark(c)
+			l.put(c, []byte{wire.PINGRESP << 4, 0})
 		case wire.DISCONNECT:
 			l.drop(c)
 			return nil, true
@@ -453,8 +538,7 @@ func (l *loop) handle(c *econn, data []byte) ([]byte, bool) {
 // the limit pauses the publishers.
 func (l *loop) fanout(b []byte) {
 	for _, s := range l.subs {
-		s.out = append(s.out, b...)
-		l.mark(s)
+		l.put(s, b)
 		p := s.pending()
 		if p > l.peak {
 			l.peak = p
@@ -532,20 +616,9 @@ func (l *loop) flush() {
 			continue
 		}
 		if c.pending() > 0 {
-			n, err := unix.Write(c.fd, c.out[c.off:])
-			if n > 0 {
-				c.off += n
-			} else if err != unix.EAGAIN && err != unix.EINTR {
+			if err := l.write(c); err != nil {
 				l.drop(c)
 				continue
-			}
-			switch {
-			case c.off == len(c.out):
-				c.out, c.off = c.out[:0], 0
-			case c.off >= c.pending():
-				// Move the rest down once it is no longer than what was
-				// written: each byte is moved at most once on average.
-				c.out, c.off = c.out[:copy(c.out, c.out[c.off:])], 0
 			}
 			if c.over && c.pending() <= pendingLimit/2 {
 				l.under(c)
@@ -577,7 +650,10 @@ func (l *loop) drop(c *econn) {
 	if c.over {
 		l.under(c)
 	}
-	c.in, c.out, c.off = nil, nil, 0
+	for _, ch := range c.out {
+		l.release(ch)
+	}
+	c.in, c.out, c.head, c.pend = nil, nil, 0, 0
 }
 
 func remove(list []*econn, c *econn) []*econn {
