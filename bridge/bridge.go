@@ -35,11 +35,18 @@ type Options struct {
 // Stats are a bridge's counters.
 type Stats struct {
 	State          string        // connected, connecting or disconnected (the cloud link)
-	QueuedMessages int           // waiting for the cloud (including the one in flight)
+	QueuedMessages int           // waiting for the cloud (including those in flight)
 	QueuedBytes    int           // their size as counted against queue.max_bytes
 	OldestQueued   time.Duration // age of the oldest; zero when none
 	Sent           uint64        // local messages the cloud acknowledged (QoS 0: written)
 	Received       uint64        // cloud messages stored by the local broker
+	// InflightOut counts local messages in the bridge's hands: sent or
+	// about to be sent to the cloud, not yet acknowledged locally. At most
+	// the window (max_inflight).
+	InflightOut int
+	// InflightIn counts cloud messages handed to the local broker and not
+	// yet stored by it. At most the window.
+	InflightIn int
 	// Dropped counts messages lost by policy: queue_full (drop-oldest made
 	// room), expired (older than queue.max_age), no_rule (matching no rule,
 	// from an earlier configuration's subscription).
@@ -71,6 +78,7 @@ type Bridge struct {
 	url         string
 	pace        *pacer
 	echo        *echoes // nil unless needed (3.1.1 cloud with rules both ways)
+	window      int     // messages in flight in each direction
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -81,18 +89,23 @@ type Bridge struct {
 	pipeMu   sync.Mutex
 	pipe     net.Conn
 
-	remMu       sync.Mutex
-	remote      *client.Client
-	remState    client.State
-	changed     chan struct{} // closed and replaced on every cloud state change
-	downs       uint64        // cloud connections ended
-	connects    uint64
+	remMu    sync.Mutex
+	remote   *client.Client
+	remState client.State
+	changed  chan struct{} // closed and replaced on every cloud state change
+	connects uint64
+
+	out     outWindow
+	inSlots chan struct{} // the in window: one token per cloud message being stored
+
 	started     bool
 	stopOnce    sync.Once
 	sendLogMu   sync.Mutex
 	sendLog     []time.Time // kept when keepSendLog is set (tests)
 	keepSendLog bool
-	renewEvery  time.Duration // tests: replace the SAS token this often
+	renewEvery  time.Duration           // tests: replace the SAS token this often
+	replace     chan struct{}           // tests: replace the cloud client now
+	wrapLocal   func(net.Conn) net.Conn // tests: wraps the local connection
 
 	sent, received, tooLarge, remoteRefused, localRefused, noRule atomic.Uint64
 	retainCleared, loops                                          atomic.Uint64
@@ -124,7 +137,10 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		url:     cfg.URL,
 		pace:    newPacer(cfg.DrainRate),
 		changed: make(chan struct{}),
+		window:  cfg.window(),
 	}
+	b.out.wake = make(chan struct{}, 1)
+	b.inSlots = make(chan struct{}, b.window)
 	if cfg.Profile == "" {
 		b.cfg.Profile = ProfileGeneric
 	}
@@ -246,7 +262,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 		Protocol:          packet.V5,
 		SessionExpiry:     time.Duration(math.MaxUint32) * time.Second,
 		KeepAlive:         -1,
-		ConnectProperties: client.ConnectProperties{ReceiveMaximum: 1},
+		ConnectProperties: client.ConnectProperties{ReceiveMaximum: uint16(b.window)},
+		ManualAck:         true,
 		AutoReconnect:     true,
 		Backoff:           client.Backoff{Base: 50 * time.Millisecond, Cap: time.Second},
 		DefaultHandler:    b.onLocal,
@@ -288,8 +305,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 			b.log.Warn("bridge: dropping subscriptions of removed rules", "filters", stale, "err", err)
 		}
 	}
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.runRemote()
+	go b.runOut()
 	go b.runSys()
 	return nil
 }
@@ -308,6 +326,9 @@ func (b *Bridge) dialLocal(context.Context) (net.Conn, error) {
 		defer s.Close()
 		b.srv.ServeConn(s, "bridge")
 	}()
+	if b.wrapLocal != nil {
+		return b.wrapLocal(a), nil
+	}
 	return a, nil
 }
 
@@ -326,9 +347,10 @@ func (b *Bridge) remoteOptions() (client.Options, time.Duration) {
 		TLS:           b.tlsCfg,
 		AutoReconnect: true,
 		Backoff:       client.Backoff{Base: c.Backoff.Base, Cap: c.Backoff.Cap},
-		// One data message is in flight at a time; the window only has to
-		// hold it and the status message.
-		MaxInflight:        8,
+		// The window and the status message.
+		MaxInflight:        b.window + 1,
+		ConnectProperties:  client.ConnectProperties{ReceiveMaximum: uint16(b.window)},
+		ManualAck:          true,
 		OnConnectionChange: b.onRemoteState,
 		DefaultHandler:     b.onRemote,
 		Logger:             b.log,
@@ -389,6 +411,7 @@ func (b *Bridge) runRemote() {
 			}
 		case <-renewC:
 			b.log.Info("bridge: reconnecting with a fresh SAS token")
+		case <-b.replace:
 		}
 		if renewT != nil {
 			renewT.Stop()
@@ -438,11 +461,8 @@ func (b *Bridge) broadcastLocked() {
 func (b *Bridge) onRemoteState(s client.State, err error) {
 	b.remMu.Lock()
 	b.remState = s
-	switch s {
-	case client.StateConnected:
+	if s == client.StateConnected {
 		b.connects++
-	case client.StateDisconnected:
-		b.downs++
 	}
 	b.broadcastLocked()
 	b.remMu.Unlock()
@@ -459,160 +479,10 @@ func (b *Bridge) onRemoteState(s client.State, err error) {
 }
 
 // current returns the cloud client and the channel closed at its next change.
-func (b *Bridge) current() (*client.Client, <-chan struct{}, uint64) {
+func (b *Bridge) current() (*client.Client, <-chan struct{}) {
 	b.remMu.Lock()
 	defer b.remMu.Unlock()
-	return b.remote, b.changed, b.downs
-}
-
-// onLocal forwards one local message to the cloud. It returns (and so lets
-// the local client acknowledge the message, which removes it from the
-// durable queue) only once the cloud has it or it was refused for a counted
-// reason. When the bridge stops, the local connection is cut before the
-// handler gives up, so that no acknowledgement leaves.
-func (b *Bridge) onLocal(m *client.Message) {
-	var r *rule
-	for _, x := range b.rules {
-		if x.out() && client.MatchTopic(x.localFilter, m.Topic) {
-			r = x
-			break
-		}
-	}
-	if r == nil {
-		b.noRule.Add(1)
-		return
-	}
-	out := *m
-	out.Topic, out.QoS, out.Dup, out.SubscriptionIDs = r.toRemote(m.Topic), r.qos, false, nil
-	if b.maxPayload > 0 && len(out.Payload) > b.maxPayload {
-		b.tooLarge.Add(1)
-		b.log.Warn("bridge: message over the cloud's payload limit, not sent", "topic", m.Topic, "bytes", len(out.Payload), "max", b.maxPayload)
-		return
-	}
-	if out.Retain && b.cfg.Profile == ProfileAzure {
-		out.Retain = false
-		b.retainCleared.Add(1)
-	}
-	if b.azure != nil {
-		out.Topic = azureEventsTopic(b.remoteID, out.Topic)
-	}
-	if b.echo != nil {
-		for _, x := range b.rules {
-			if x.in() && client.MatchTopic(x.remoteFilter, out.Topic) {
-				b.echo.add(out.Topic, out.Payload)
-				break
-			}
-		}
-	}
-	if b.pace.wait(b.ctx) != nil {
-		return
-	}
-	for {
-		cl, changed, _ := b.current()
-		var err error
-		if cl == nil {
-			err = client.ErrNotConnected
-		} else {
-			err = cl.Publish(b.ctx, &out)
-		}
-		var re *client.ReasonError
-		switch {
-		case err == nil:
-			b.sent.Add(1)
-			if b.keepSendLog {
-				b.sendLogMu.Lock()
-				b.sendLog = append(b.sendLog, time.Now())
-				b.sendLogMu.Unlock()
-			}
-			return
-		case b.ctx.Err() != nil:
-			return // the local connection is already cut: not acknowledged
-		case errors.As(err, &re) && re.Reason == packet.PacketTooLarge:
-			b.tooLarge.Add(1)
-			b.log.Warn("bridge: message over the cloud's maximum packet size, not sent", "topic", out.Topic, "bytes", len(out.Payload))
-			return
-		case errors.As(err, &re):
-			b.remoteRefused.Add(1)
-			b.log.Warn("bridge: cloud refused a message", "topic", out.Topic, "err", err)
-			return
-		}
-		// Not connected, or the client was replaced or lost the message
-		// with its session: wait for the next change and send it again.
-		t := time.NewTimer(time.Second)
-		select {
-		case <-changed:
-		case <-t.C:
-		case <-b.ctx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// onRemote delivers one cloud message locally. It returns (and so lets the
-// cloud client acknowledge it) once the local broker has stored it; when the
-// bridge stops, it waits until the cloud connection is gone instead.
-func (b *Bridge) onRemote(m *client.Message) {
-	_, _, downs := b.current()
-	if b.echo != nil && b.echo.take(m.Topic, m.Payload) {
-		b.loops.Add(1)
-		return
-	}
-	remote := m.Topic
-	if b.azure != nil {
-		remote = azureInboundTopic(b.remoteID, m.Topic)
-	}
-	var r *rule
-	for _, x := range b.rules {
-		if x.in() && client.MatchTopic(x.remoteFilter, remote) {
-			r = x
-			break
-		}
-	}
-	if r == nil {
-		b.noRule.Add(1)
-		return
-	}
-	lm := *m
-	lm.Topic, lm.Dup, lm.SubscriptionIDs = r.toLocal(remote), false, nil
-	if lm.QoS > r.QoS {
-		lm.QoS = r.QoS
-	}
-	for {
-		err := b.local.Publish(b.ctx, &lm)
-		var re *client.ReasonError
-		switch {
-		case err == nil:
-			b.received.Add(1)
-			return
-		case b.ctx.Err() != nil:
-			b.waitRemoteDown(downs)
-			return
-		case errors.As(err, &re):
-			b.localRefused.Add(1)
-			b.log.Warn("bridge: local broker refused a cloud message", "topic", lm.Topic, "err", err)
-			return
-		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-t.C:
-		case <-b.ctx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// waitRemoteDown waits until the cloud connection that was up when the
-// count of ended connections was downs has ended too.
-func (b *Bridge) waitRemoteDown(downs uint64) {
-	for {
-		b.remMu.Lock()
-		d, ch := b.downs, b.changed
-		b.remMu.Unlock()
-		if d > downs {
-			return
-		}
-		<-ch
-	}
+	return b.remote, b.changed
 }
 
 // Stop stops the bridge: the local connection is cut first (what is not yet
@@ -660,6 +530,7 @@ func (b *Bridge) Stats() Stats {
 		st.OldestQueued = time.Since(q.Oldest)
 	}
 	st.Sent, st.Received = b.sent.Load(), b.received.Load()
+	st.InflightOut, st.InflightIn = int(b.out.size.Load()), len(b.inSlots)
 	st.Dropped = map[string]uint64{"queue_full": q.DroppedOldest, "expired": q.Expired, "no_rule": b.noRule.Load()}
 	st.Rejected = map[string]uint64{"queue_full": q.RejectedFull, "too_large": b.tooLarge.Load(),
 		"remote_refused": b.remoteRefused.Load(), "local_refused": b.localRefused.Load()}
@@ -683,6 +554,8 @@ func (b *Bridge) publishStats() {
 	b.srv.PublishSys(b.sysTopic("queued/oldest_age_seconds"), strconv.FormatInt(int64(st.OldestQueued/time.Second), 10))
 	b.srv.PublishSys(b.sysTopic("sent"), u(st.Sent))
 	b.srv.PublishSys(b.sysTopic("received"), u(st.Received))
+	b.srv.PublishSys(b.sysTopic("inflight/out"), strconv.Itoa(st.InflightOut))
+	b.srv.PublishSys(b.sysTopic("inflight/in"), strconv.Itoa(st.InflightIn))
 	for k, v := range st.Dropped {
 		b.srv.PublishSys(b.sysTopic("dropped/"+k), u(v))
 	}

@@ -83,7 +83,16 @@ type Config struct {
 	// during an outage drains at a pace the uplink and the cloud's throttling
 	// accept. Zero: no cap.
 	DrainRate float64 `yaml:"drain_rate"`
-	Backoff   Backoff `yaml:"backoff"`
+	// MaxInflight is the window of messages in flight in each direction:
+	// local messages sent to the cloud and not yet acknowledged by it (they
+	// stay in the local queue until then), and cloud messages handed to the
+	// local broker and not yet stored. A backlog drains at about
+	// MaxInflight messages per round trip to the cloud; 1 sends one message
+	// per round trip. Zero: DefaultMaxInflight with MQTT 5 (the cloud's
+	// Receive Maximum caps it), DefaultMaxInflight311 with MQTT 3.1.1, which
+	// has no flow control. At most 65535.
+	MaxInflight int     `yaml:"max_inflight"`
+	Backoff     Backoff `yaml:"backoff"`
 	// StatusTopic is where the bridge keeps a retained "online" on the cloud,
 	// and its will a retained "offline". Empty: "<remote_prefix of the first
 	// out or both rule><gateway_id>/status". "-" disables it. Not used with
@@ -128,7 +137,10 @@ type Rule struct {
 }
 
 // Queue bounds the store-and-forward queue: local messages waiting for the
-// cloud, kept in the broker's durable store.
+// cloud, kept in the broker's durable store. The messages already in the
+// bridge's hands (the oldest, up to max_inflight) count against the bounds
+// but are neither dropped nor expired: with drop-oldest, a full queue holding
+// nothing else refuses new messages (rejected/queue_full).
 type Queue struct {
 	// MaxMessages and MaxBytes bound it. Zero: 100000 messages, 64 MiB.
 	MaxMessages int `yaml:"max_messages"`
@@ -150,6 +162,14 @@ type Backoff struct {
 const (
 	DefaultMaxMessages = 100000
 	DefaultMaxBytes    = 64 << 20
+)
+
+// Default windows of messages in flight (Config.MaxInflight). MQTT 3.1.1
+// clouds get the smaller one: Mosquitto's default max_inflight_messages is
+// 20, and what a 3.1.1 server takes beyond its limit it may drop.
+const (
+	DefaultMaxInflight    = 32
+	DefaultMaxInflight311 = 20
 )
 
 func validName(s string) bool {
@@ -233,6 +253,9 @@ func (c *Config) Validate() error {
 	if c.DrainRate < 0 {
 		bad("drain_rate", "must not be negative")
 	}
+	if c.MaxInflight < 0 || c.MaxInflight > 65535 {
+		bad("max_inflight", "%d is not between 1 and 65535 (0: the default)", c.MaxInflight)
+	}
 	if c.Backoff.Base < 0 || c.Backoff.Cap < 0 {
 		bad("backoff", "durations must not be negative")
 	}
@@ -304,4 +327,15 @@ func (c *Config) protocol() packet.Version {
 		return packet.V311
 	}
 	return packet.V5
+}
+
+// window is the number of messages in flight in each direction.
+func (c *Config) window() int {
+	switch {
+	case c.MaxInflight > 0:
+		return c.MaxInflight
+	case c.protocol() == packet.V311:
+		return DefaultMaxInflight311
+	}
+	return DefaultMaxInflight
 }

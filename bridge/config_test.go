@@ -38,11 +38,12 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 		{Name: "ok", URL: "mqtts://cloud:8883", Topics: []Rule{{Pattern: "a/#"}}},
 		{
 			Name: "bad name", URL: "ftp://x", Protocol: "4", Profile: "gcp",
-			Queue:  Queue{Policy: "lifo", MaxMessages: -1},
+			Queue: Queue{Policy: "lifo", MaxMessages: -1}, MaxInflight: -1,
 			Topics: []Rule{{Pattern: "a/#"}, {Pattern: "a/#/b", Direction: "sideways", QoS: 3}},
 		},
 		{Name: "ok", URL: "mqtt://plain", Profile: ProfileAWSIoT, Topics: []Rule{{}}},
 		{Name: "az", Profile: ProfileAzure, Topics: []Rule{{}}},
+		{Name: "wide", URL: "mqtts://cloud:8883", Topics: []Rule{{}}, MaxInflight: 65536},
 	}
 	got := fieldKeys(cs.Validate())
 	want := []string{
@@ -50,6 +51,7 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 		"[1].topics[1].direction", "[1].topics[1].qos", "[1].topics[1].pattern",
 		"[2].url", "[2].name",
 		"[3].connection_string", "[3].url",
+		"[1].max_inflight", "[4].max_inflight",
 	}
 	for _, k := range want {
 		if !slices.Contains(got, k) {
@@ -79,6 +81,19 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if !slices.Equal(b.tlsCfg.NextProtos, []string{"x-amzn-mqtt-ca"}) {
 		t.Errorf("aws-iot on 443: ALPN %v", b.tlsCfg.NextProtos)
+	}
+	if b.window != DefaultMaxInflight {
+		t.Errorf("window %d, want %d with MQTT 5", b.window, DefaultMaxInflight)
+	}
+	for _, c := range []struct {
+		proto string
+		set   int
+		want  int
+	}{{"3.1.1", 0, DefaultMaxInflight311}, {"5", 0, DefaultMaxInflight}, {"3.1.1", 100, 100}, {"5", 1, 1}} {
+		cfg := Config{Protocol: c.proto, MaxInflight: c.set}
+		if got := cfg.window(); got != c.want {
+			t.Errorf("protocol %s, max_inflight %d: window %d, want %d", c.proto, c.set, got, c.want)
+		}
 	}
 	p := b.policy()
 	if p.MaxQueuedMessages != DefaultMaxMessages || p.MaxQueuedBytes != DefaultMaxBytes || !p.DropOldest || !p.UpgradeQoS {

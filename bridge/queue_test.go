@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -45,53 +46,62 @@ func equal(a, b []string) bool {
 	return true
 }
 
-// A full queue drops by its policy and counts every drop exactly. Message 0
-// is already in the bridge's hands (in flight to the cloud) when the link is
-// down, so it is never dropped; the queue holds it and 9 more.
+// A full queue drops by its policy and counts every drop exactly. The
+// first max_inflight messages are already in the bridge's hands (in flight
+// to the cloud) when the link is down, so they are never dropped; the queue
+// holds them and the rest of its 10.
 func TestQueueBoundsByPolicy(t *testing.T) {
-	cases := []struct {
-		policy           string
-		want             []string
-		dropped, refused uint64
-	}{
-		{PolicyDropOldest, seqs(append([]int{0}, span(16, 24)...)...), 15, 0},
-		{PolicyRejectNew, seqs(span(0, 9)...), 0, 15},
-	}
-	for _, c := range cases {
-		t.Run(c.policy, func(t *testing.T) {
-			e := newQueueEnv(t, Queue{MaxMessages: 10, Policy: c.policy})
-			publishSeq(t, e.pub, "sensors/seq", 1, 0, 25)
-			waitQueued(t, e.b, 10, 10*time.Second)
-			st := e.b.Stats()
-			if st.Dropped["queue_full"] != c.dropped || st.Rejected["queue_full"] != c.refused {
-				t.Errorf("dropped %d rejected %d, want %d and %d", st.Dropped["queue_full"], st.Rejected["queue_full"], c.dropped, c.refused)
-			}
-			e.p.restore()
-			got := e.up.waitFor(t, 20*time.Second, "queue drained", func(ms []*client.Message) bool { return len(ms) >= len(c.want) })
-			waitQueued(t, e.b, 0, 10*time.Second)
-			if !equal(payloads(got), c.want) {
-				t.Errorf("arrived %v, want %v", payloads(got), c.want)
-			}
-		})
+	for _, w := range []int{1, 4} {
+		cases := []struct {
+			policy           string
+			want             []string
+			dropped, refused uint64
+		}{
+			{PolicyDropOldest, seqs(append(span(0, w-1), span(15+w, 24)...)...), 15, 0},
+			{PolicyRejectNew, seqs(span(0, 9)...), 0, 15},
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/max_inflight %d", c.policy, w), func(t *testing.T) {
+				e := newQueueEnv(t, Queue{MaxMessages: 10, Policy: c.policy}, w)
+				publishSeq(t, e.pub, "sensors/seq", 1, 0, 25)
+				waitQueued(t, e.b, 10, 10*time.Second)
+				st := e.b.Stats()
+				if st.Dropped["queue_full"] != c.dropped || st.Rejected["queue_full"] != c.refused {
+					t.Errorf("dropped %d rejected %d, want %d and %d", st.Dropped["queue_full"], st.Rejected["queue_full"], c.dropped, c.refused)
+				}
+				waitInflightOut(t, e.b, w)
+				e.p.restore()
+				got := e.up.waitFor(t, 20*time.Second, "queue drained", func(ms []*client.Message) bool { return len(ms) >= len(c.want) })
+				waitQueued(t, e.b, 0, 10*time.Second)
+				if !equal(payloads(got), c.want) {
+					t.Errorf("arrived %v, want %v", payloads(got), c.want)
+				}
+			})
+		}
 	}
 }
 
-// Messages older than queue.max_age are dropped and counted as expired.
+// Messages older than queue.max_age are dropped and counted as expired,
+// except the first max_inflight, which were in the bridge's hands.
 func TestQueueMaxAge(t *testing.T) {
-	e := newQueueEnv(t, Queue{MaxAge: 2 * time.Second})
-	publishSeq(t, e.pub, "sensors/seq", 1, 0, 5)
-	for e.b.Stats().OldestQueued <= 2100*time.Millisecond {
-		time.Sleep(20 * time.Millisecond)
-	}
-	publishSeq(t, e.pub, "sensors/seq", 1, 5, 5)
-	if got := e.b.Stats().Dropped["expired"]; got != 4 {
-		t.Errorf("expired %d, want 4 (messages 1-4; 0 is in flight)", got)
-	}
-	e.p.restore()
-	want := seqs(0, 5, 6, 7, 8, 9)
-	got := e.up.waitFor(t, 20*time.Second, "fresh ones arrive", count(len(want)))
-	if !equal(payloads(got), want) {
-		t.Errorf("arrived %v, want %v", payloads(got), want)
+	for _, w := range []int{1, 3} {
+		t.Run(fmt.Sprintf("max_inflight %d", w), func(t *testing.T) {
+			e := newQueueEnv(t, Queue{MaxAge: 2 * time.Second}, w)
+			publishSeq(t, e.pub, "sensors/seq", 1, 0, 5)
+			for e.b.Stats().OldestQueued <= 2100*time.Millisecond {
+				time.Sleep(20 * time.Millisecond)
+			}
+			publishSeq(t, e.pub, "sensors/seq", 1, 5, 5)
+			if got := e.b.Stats().Dropped["expired"]; got != uint64(5-w) {
+				t.Errorf("expired %d, want %d (messages %d-4; 0-%d are in flight)", got, 5-w, w, w-1)
+			}
+			e.p.restore()
+			want := seqs(append(span(0, w-1), span(5, 9)...)...)
+			got := e.up.waitFor(t, 20*time.Second, "fresh ones arrive", count(len(want)))
+			if !equal(payloads(got), want) {
+				t.Errorf("arrived %v, want %v", payloads(got), want)
+			}
+		})
 	}
 }
 
@@ -99,13 +109,14 @@ type queueEnv struct {
 	*outageEnv
 }
 
-func newQueueEnv(t *testing.T, q Queue) queueEnv {
+func newQueueEnv(t *testing.T, q Queue, window int) queueEnv {
 	e := &outageEnv{m: startMosquitto(t), dir: t.TempDir()}
 	e.p = newProxy(t, e.m.Addr())
 	e.g = startGateway(t, e.dir)
 	e.up = cloudSubscriber(t, e.m, "upstream", "gw1/sensors/seq")
 	e.cfg = basicConfig(e.p.URL())
 	e.cfg.Queue = q
+	e.cfg.MaxInflight = window
 	e.b = startBridge(t, e.g, e.cfg)
 	waitState(t, e.b, "connected", 10*time.Second)
 	e.pub = localClient(t, e.g, "sensor")
@@ -158,7 +169,7 @@ func TestProfileAWSIoTLimits(t *testing.T) {
 // of the bridge's own send log are there more than rate+burst sends.
 func TestDrainRateHolds(t *testing.T) {
 	const rate, n = 300, 900
-	e := newQueueEnv(t, Queue{})
+	e := newQueueEnv(t, Queue{}, 0)
 	stopBridge(t, e.b)
 	e.cfg.DrainRate = rate
 	e.b = startBridge(t, e.g, e.cfg)
