@@ -167,6 +167,14 @@ func TestQoS1PublishersGetEveryPubackWithAWindow(t *testing.T) {
 	})
 }
 
+func TestQoS1FanOutReachesEverySubscriber(t *testing.T) {
+	forwarders(t, func(t *testing.T, addr string) {
+		c := flowCase{pubs: 1, subs: 3, qos: 1, per: 3000}
+		subs, pubs := runFlow(t, addr, c)
+		checkAllDelivered(t, subs, pubs, c)
+	})
+}
+
 func TestPacedPublisherSendsItsCount(t *testing.T) {
 	forwarders(t, func(t *testing.T, addr string) {
 		c := flowCase{pubs: 2, subs: 1, rate: 2000, per: 200}
