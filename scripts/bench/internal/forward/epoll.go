@@ -31,8 +31,10 @@ import (
 // While any subscriber has more than the limit (pendingLimit, 8 MiB) waiting,
 // connections that have published are not read (their EPOLLIN interest is
 // removed) until every subscriber is back under half the limit: nothing is
-// lost and the memory held is bounded by the limit plus one read per
-// subscriber.
+// lost, and what waits for a subscriber passes the limit by at most one read
+// (64 KiB, plus the start of a packet held over from the read before) and one
+// more from each connection that publishes for the first time during a
+// pause.
 //
 // The zero value is ready to use; Serve must be called at most once.
 type Epoll struct {
