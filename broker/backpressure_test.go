@@ -84,12 +84,12 @@ func publishFlood(t *testing.T, pub *rawClient, topic string, n, size int) {
 	pub.expect(tPINGRESP)
 }
 
-// A subscriber that reads slower than the publisher sends, but keeps making
-// progress, loses no QoS 0 message: the publisher is held back instead. With slow_consumer_wait 0 the same
+// A subscriber that reads slower than the publisher sends (after 2.5 s
+// of not reading at all), but keeps making progress, loses no QoS 0 message: the publisher is held back instead. With slow_consumer_wait 0 the same
 // subscriber loses messages (so it really is slower than the publisher).
 func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 	const n, size = 768, 16 << 10 // 12 MiB
-	for _, wait := range []time.Duration{0, 2 * time.Second} {
+	for _, wait := range []time.Duration{0, 5 * time.Second} {
 		t.Run("slow_consumer_wait="+wait.String(), func(t *testing.T) {
 			b := startBroker(t, func(c *broker.Config) {
 				c.SlowConsumerWait = wait
@@ -105,6 +105,11 @@ func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
+				// Two and a half seconds without reading first: the
+				// broker's socket buffers and the output buffer fill, so
+				// that without waiting messages are lost even when the
+				// broker is slowed down by a busy machine.
+				time.Sleep(2500 * time.Millisecond)
 				next := 0
 				for {
 					p, err := sub.next(waitTimeout)

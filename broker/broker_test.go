@@ -128,6 +128,9 @@ func (r *rawClient) read() (packet.Packet, error) {
 			r.n = copy(r.buf, r.buf[total:r.n])
 			return r.dec.Decode(h, body)
 		}
+		if hl > 0 && hl+h.Remaining > len(r.buf) {
+			r.buf = append(r.buf[:r.n], make([]byte, hl+h.Remaining-r.n)...)
+		}
 		m, err := r.nc.Read(r.buf[r.n:])
 		r.n += m
 		if err != nil && m == 0 {

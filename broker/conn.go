@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"gatewayd/broker/packet"
 )
 
@@ -109,6 +107,20 @@ type conn struct {
 	// Owned by the writer goroutine.
 	writeFn       func()    // c.writeLoop, bound once: "go c.writeLoop()" would allocate a closure each time
 	writeDeadline time.Time // the deadline last set on nc
+
+	// Event loop (see loop_linux.go); lc is set for a connection it serves.
+	// Guarded by outMu: dirty (in the loop's list to flush), wantOut (the
+	// loop watches the socket for room). Owned by whoever handles the
+	// connection's packets (the loop, or one goroutine while it is out of
+	// the loop): the rest. kaSet is, until CONNECT, when it was accepted.
+	lc       *loopConn
+	lrun     *loopRun
+	in       []byte        // the unhandled start of a packet
+	need     int           // bytes the next packet needs in all
+	lastRead time.Duration // since epoch
+	onLoop   bool          // its packets are being handled on the loop
+	dirty    bool
+	wantOut  bool
 }
 
 // serve runs the reader until the connection ends, then cleans up.
@@ -275,6 +287,55 @@ func (c *conn) readLoop(resumed bool, m int, rerr error) bool {
 			c.releaseDecoder()
 		}
 	}
+}
+
+// consume decodes and handles the complete packets at the start of data (a
+// connection the event loop serves) and returns how many bytes they took;
+// c.need is then what the next packet needs in all (0: unknown). ok false:
+// the connection ends. connect: on the loop, the next packet is CONNECT,
+// which is not handled there (see serveDetached).
+func (c *conn) consume(data []byte) (off int, ok, connect bool) {
+	n := len(data)
+	c.need = 0
+	for off < n {
+		if c.dec == nil {
+			c.dec = decoders.Get().(*packet.Decoder)
+			c.dec.Version = c.decVersion
+			c.dec.MaxPacketSize = int(c.s.cfg.MaxPacketSize)
+		}
+		h, hl, err := packet.DecodeFixedHeader(data[off:n])
+		if err != nil {
+			c.protocolError(err)
+			return off, false, false
+		}
+		if hl == 0 {
+			c.need = n - off + 1
+			break
+		}
+		if err := c.dec.CheckSize(h, hl); err != nil {
+			c.protocolError(err)
+			return off, false, false
+		}
+		total := hl + h.Remaining
+		if n-off < total {
+			c.need = total
+			break
+		}
+		if c.onLoop && !c.connected {
+			return off, true, true
+		}
+		p, err := c.dec.Decode(h, data[off+hl:off+total])
+		off += total
+		if err != nil {
+			c.protocolError(err)
+			return off, false, false
+		}
+		c.s.stats.msgsRecv.Add(1)
+		if !c.handle(p) {
+			return off, false, false
+		}
+	}
+	return off, true, false
 }
 
 func (c *conn) releaseBig() {
@@ -663,6 +724,10 @@ func (c *conn) awaitRoom(p *packet.Publish, tm *time.Timer, d time.Duration) boo
 // kickLocked starts the writer when output is pending and none runs. The
 // writer exits when the output drains, so an idle client has no writer.
 func (c *conn) kickLocked() {
+	if c.lc != nil {
+		c.s.loop.kickLocked(c)
+		return
+	}
 	if c.writing || c.outP == nil || len(*c.outP) == 0 {
 		return
 	}
@@ -690,6 +755,10 @@ const inlineGap = 50 * time.Microsecond
 // message writes inline to one subscriber at most (see route.inline), so
 // that a publisher with many subscribers never does their writes itself.
 func (c *conn) kickInlineLocked() {
+	if c.lc != nil {
+		c.s.loop.kickLocked(c)
+		return
+	}
 	if c.writing || c.outP == nil || len(*c.outP) == 0 {
 		return
 	}
@@ -716,7 +785,7 @@ var inlineWriters = sync.Pool{New: func() any {
 }}
 
 func (w *inlineWriter) write(fd uintptr) bool {
-	w.n, w.err = unix.Write(int(fd), w.buf)
+	w.n, w.err = rawWrite(int(fd), w.buf)
 	return true // never wait for the socket
 }
 

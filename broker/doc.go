@@ -2,12 +2,18 @@
 // the hub that sensor drivers, local applications and the upstream bridge
 // publish to and subscribe through on the gateway.
 //
-// A connection is one reader goroutine that decodes packets and routes each
-// PUBLISH straight into the subscribers' output buffers, and a writer goroutine
-// that exists only while output is pending; a QoS 0 message that follows a
-// quiet spell goes to one subscriber's plain TCP socket inline, with one
-// non-blocking write, and the writer starts only for what the socket does not
-// take at once. Sessions (subscriptions, queued and
+// Plain TCP connections are served by one epoll loop (event_loop, see
+// loop_linux.go): it reads what every ready client sent, decodes the packets
+// and routes each PUBLISH straight into the subscribers' output buffers, then
+// writes each client's output with one non-blocking write; a connection costs
+// no goroutine. CONNECT is handled off the loop, and a publisher that has to
+// wait for a slow subscriber hands the loop to a fresh goroutine first, so
+// nothing on the loop ever blocks. TLS, WebSocket and in-process connections
+// (and plain TCP ones with event_loop: false) are one reader goroutine each
+// that does the same, and a writer goroutine that exists only while output is
+// pending; a QoS 0 message that follows a quiet spell goes to one
+// subscriber's plain TCP socket inline, and the writer starts only for what
+// the socket does not take at once. Sessions (subscriptions, queued and
 // in-flight QoS 1/2 messages, wills) live in memory; every change that must
 // survive a restart is described to a state.Store, and a PUBACK or PUBREC for a
 // message that had to be stored is sent only once the store reports it durable.
@@ -27,7 +33,7 @@
 //
 // A publisher faster than a subscriber is slowed down rather than losing
 // messages: the routing goroutine waits, holding no lock, for the
-// subscriber's writer to make room in its output buffer (QoS 0) or for its
+// subscriber's output to make room in its output buffer (QoS 0) or for its
 // queue to shrink (QoS 1/2), for as long as the subscriber makes progress at
 // least every slow_consumer_wait; the publisher's
 // unread packets then throttle it through TCP. A subscriber that makes no

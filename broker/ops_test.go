@@ -255,60 +255,73 @@ func TestConnectTimeout(t *testing.T) {
 }
 
 // TestIdleConnectionMemory: an idle connected client costs the broker a few
-// KiB: its conn, session and the reader goroutine's stack, with no writer
-// goroutine and no pooled buffers. The reader that handled CONNECT has grown
-// its stack; once idle it hands the connection to a fresh goroutine whose
-// stack is the 2 KiB minimum. The figure includes the test's own
-// client-side sockets; a first group of as many clients comes and goes
-// beforehand, so the figure is what an idle client costs a broker that has
-// served as many before, without the runtime's one-time costs (its first
+// KiB or less, with no writer goroutine and no pooled buffers. With the event
+// loop (the default) it costs its conn and session only. Without it, it
+// costs those and a reader goroutine's stack: the reader that handled
+// CONNECT has grown its stack, so once idle it hands the connection to a
+// fresh goroutine whose stack is the 2 KiB minimum. The figure includes the
+// test's own client-side sockets; a first group of as many clients comes and
+// goes beforehand, so the figure is what an idle client costs a broker that
+// has served as many before, without the runtime's one-time costs (its first
 // stacks, pools, caches and the growth of the broker's tables).
 func TestIdleConnectionMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens many connections")
 	}
-	s, addr := startServer(t, nil, Options{})
-	const n = 400
-	measure := func() uint64 {
-		// Stacks shrink by half per collection at most.
-		for range 4 {
-			runtime.GC()
-		}
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse + ms.StackInuse
-	}
-	open := func(prefix string, k int) []net.Conn {
-		handoffs := readerHandoffs.Load()
-		conns := make([]net.Conn, 0, k)
-		for i := range k {
-			nc, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
+	for _, mode := range []struct {
+		name  string
+		cfg   func(*Config)
+		limit int64
+	}{{"event loop", nil, 2 << 10}, {"goroutine per connection", goroutinePerConn, 4 << 10}} {
+		t.Run(mode.name, func(t *testing.T) {
+			s, addr := startServer(t, mode.cfg, Options{})
+			const n = 400
+			measure := func() uint64 {
+				// Stacks shrink by half per collection at most.
+				for range 4 {
+					runtime.GC()
+				}
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapInuse + ms.StackInuse
 			}
-			conns = append(conns, nc)
-			c := newRaw(t, nc, packet.V311)
-			c.mustConnect(fmt.Sprintf("%s-%d", prefix, i), true)
-			c.buf = nil // the test client's own read buffer is not the broker's
-		}
-		waitFor(t, "all connected", func() bool { return s.Stats().ClientsConnected == int64(k) })
-		waitHandoffs(t, handoffs, k)
-		return conns
-	}
-	closeAll := func(conns []net.Conn) {
-		for _, nc := range conns {
-			nc.Close()
-		}
-		waitFor(t, "all gone", func() bool { return s.Stats().ClientsConnected == 0 })
-	}
-	closeAll(open("warm", n))
-	before := measure()
-	conns := open("idle", n)
-	after := measure()
-	closeAll(conns)
-	per := (int64(after) - int64(before)) / n
-	t.Logf("%d bytes per idle connection (broker and test client together)", per)
-	if per > 4<<10 && !raceEnabled {
-		t.Errorf("%d bytes per idle connection", per)
+			open := func(prefix string, k int) []net.Conn {
+				handoffs := readerHandoffs.Load()
+				conns := make([]net.Conn, 0, k)
+				for i := range k {
+					nc, err := net.Dial("tcp", addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conns = append(conns, nc)
+					c := newRaw(t, nc, packet.V311)
+					c.mustConnect(fmt.Sprintf("%s-%d", prefix, i), true)
+					c.buf = nil // the test client's own read buffer is not the broker's
+				}
+				waitFor(t, "all connected", func() bool { return s.Stats().ClientsConnected == int64(k) })
+				if s.loop != nil {
+					waitFor(t, "all back in the event loop", func() bool { return s.loop.served() == k })
+				} else {
+					waitHandoffs(t, handoffs, k)
+				}
+				return conns
+			}
+			closeAll := func(conns []net.Conn) {
+				for _, nc := range conns {
+					nc.Close()
+				}
+				waitFor(t, "all gone", func() bool { return s.Stats().ClientsConnected == 0 })
+			}
+			closeAll(open("warm", n))
+			before := measure()
+			conns := open("idle", n)
+			after := measure()
+			closeAll(conns)
+			per := (int64(after) - int64(before)) / n
+			t.Logf("%d bytes per idle connection (broker and test client together)", per)
+			if per > mode.limit && !raceEnabled {
+				t.Errorf("%d bytes per idle connection, want at most %d", per, mode.limit)
+			}
+		})
 	}
 }

@@ -74,6 +74,8 @@ type pubSource struct {
 	// canWait: a client's PUBLISH, whose reader may wait for a slow
 	// subscriber (SlowConsumerWait).
 	canWait bool
+	// from is the publishing connection (see conn.mayBlock).
+	from *conn
 	// slow is the first online session the message was queued for whose
 	// queue is beyond the soft bound: the publisher waits for it once the
 	// message is routed and committed.
@@ -166,6 +168,9 @@ func (s *Server) deliver(r *route, se *session, src *pubSource, qos byte, retain
 	se.mu.Unlock()
 	if c == nil {
 		return
+	}
+	if src.from != nil {
+		src.from.mayBlock()
 	}
 	p := &r.pub
 	tm := r.startTimer(s.cfg.SlowConsumerWait)
@@ -415,7 +420,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 			return true
 		}
 	}
-	src := pubSource{p: p, topic: topic, origin: c.ci.ClientID, now: time.Now(), canWait: true}
+	src := pubSource{p: p, topic: topic, origin: c.ci.ClientID, now: time.Now(), canWait: true, from: c}
 	if p.Props.Has(packet.PropMessageExpiry) {
 		src.expiry = src.now.Add(time.Duration(p.Props.MessageExpiry) * time.Second)
 	}
@@ -427,6 +432,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	c.inflightIn.Add(1)
 	t.commit(c.ackWhenStored(p.QoS, p.PacketID))
 	if src.slow != nil {
+		c.mayBlock()
 		s.awaitQueue(src.slow)
 	}
 	return true

@@ -89,6 +89,9 @@ type Server struct {
 	stats   counters
 
 	routes sync.Pool // *route scratch for routing a PUBLISH
+
+	// loop serves plain TCP connections (EventLoop); nil: a goroutine each.
+	loop *eventLoop
 }
 
 // New validates cfg and returns a Server that is not yet listening.
@@ -198,6 +201,14 @@ func (s *Server) Start() error {
 		closeAll()
 		return errors.New("broker: shut down while starting")
 	}
+	if s.cfg.EventLoop {
+		l, err := newEventLoop(s)
+		if err != nil {
+			s.log.Warn("broker: no event loop, a goroutine per connection instead", "err", err)
+		} else {
+			s.loop = l
+		}
+	}
 	s.bound = true
 	for _, l := range s.lns {
 		if l.isWS() {
@@ -261,6 +272,21 @@ func (s *Server) accept(ln net.Listener, l *listener) {
 			continue
 		}
 		delay = 0
+		if tc, ok := nc.(*net.TCPConn); ok && s.loop != nil {
+			lc, err := newLoopConn(tc)
+			if err != nil {
+				s.log.Warn("broker: connection not served", "listener", l.name, "remote", tc.RemoteAddr().String(), "err", err)
+				tc.Close()
+				continue
+			}
+			if c := s.newConn(lc, l); c != nil {
+				c.kaSet = time.Since(epoch) // the connect timeout's origin
+				s.loop.attach(c)
+			} else {
+				lc.release()
+			}
+			continue
+		}
 		if c := s.newConn(nc, l); c != nil {
 			go c.serveAccepted()
 		}
@@ -316,6 +342,7 @@ func (s *Server) newConn(nc net.Conn, l *listener) *conn {
 	}
 	// Problem information is on until CONNECT says otherwise (its default).
 	c := &conn{s: s, nc: nc, l: l, problemInfo: true}
+	c.lc, _ = nc.(*loopConn)
 	if l.network {
 		n, m := s.open.Add(1), l.open.Add(1)
 		lmax := l.settings().maxConnections
@@ -395,6 +422,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopTimers()
 	// Timers that fired before stopTimers may still be running.
 	s.wg.Wait()
+	if s.loop != nil {
+		s.loop.close()
+	}
 	err := s.store.Close()
 	if ctxErr != nil {
 		return ctxErr
