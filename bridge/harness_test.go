@@ -48,7 +48,7 @@ const (
 // mosquitto is the cloud: a real mosquitto with password authentication, a
 // plain and a TLS listener, and persistence, run by the test.
 type mosquitto struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	port    int
 	tlsPort int
@@ -66,11 +66,11 @@ func (m *mosquitto) Write(p []byte) (int, error) {
 	return m.log.Write(p)
 }
 
-func startMosquitto(t *testing.T) *mosquitto { return startMosquittoAuth(t, true) }
+func startMosquitto(t testing.TB) *mosquitto { return startMosquittoAuth(t, true) }
 
 // startMosquittoAuth starts mosquitto with password authentication, or
 // without (anonymous clients, any user name and password accepted).
-func startMosquittoAuth(t *testing.T, passwords bool) *mosquitto {
+func startMosquittoAuth(t testing.TB, passwords bool) *mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
@@ -184,7 +184,7 @@ func (m *mosquitto) kill() {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -195,7 +195,7 @@ func freePort(t *testing.T) int {
 }
 
 // writeCerts makes a CA and a server certificate for 127.0.0.1 and localhost.
-func writeCerts(t *testing.T, caFile, certFile, keyFile string) {
+func writeCerts(t testing.TB, caFile, certFile, keyFile string) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -233,7 +233,7 @@ func writeCerts(t *testing.T, caFile, certFile, keyFile string) {
 // proxy relays TCP between the bridge and mosquitto, to cut the link or to
 // black-hole it (stop carrying bytes while keeping the connections open).
 type proxy struct {
-	t      *testing.T
+	t      testing.TB
 	ln     net.Listener
 	target string
 
@@ -245,7 +245,7 @@ type proxy struct {
 	wg       sync.WaitGroup
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t testing.TB, target string) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -354,13 +354,13 @@ func (p *proxy) close() {
 
 // gateway is the embedded broker with a durable store in dir.
 type gateway struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	srv *broker.Server
 	st  *state.Durable
 }
 
-func startGateway(t *testing.T, dir string) *gateway {
+func startGateway(t testing.TB, dir string) *gateway {
 	t.Helper()
 	st, err := state.OpenDurable(dir, state.DurableOptions{})
 	if err != nil {
@@ -400,14 +400,14 @@ func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
+func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(d))
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // connect makes a client and connects it; it is disconnected at the end.
-func connect(t *testing.T, o client.Options) *client.Client {
+func connect(t testing.TB, o client.Options) *client.Client {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quietLog()
@@ -455,7 +455,7 @@ func (r *recorder) snapshot() []*client.Message {
 }
 
 // waitFor waits until cond holds for what was received, or fails after d.
-func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func([]*client.Message) bool) []*client.Message {
+func (r *recorder) waitFor(t testing.TB, d time.Duration, what string, cond func([]*client.Message) bool) []*client.Message {
 	t.Helper()
 	d = testenv.Scale(d)
 	deadline := time.After(d)
@@ -477,7 +477,7 @@ func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func
 // are unique per test, so the first connection finds none): what
 // the bridge delivered reaches it even across its own or mosquitto's
 // restarts. That is what "arrived upstream" means in these tests.
-func cloudSubscriber(t *testing.T, m *mosquitto, id string, filters ...string) *recorder {
+func cloudSubscriber(t testing.TB, m *mosquitto, id string, filters ...string) *recorder {
 	t.Helper()
 	rec := newRecorder()
 	rec.opts = client.Options{
@@ -503,7 +503,7 @@ func cloudSubscriber(t *testing.T, m *mosquitto, id string, filters ...string) *
 
 // offline disconnects a cloud subscriber: its session stays on mosquitto,
 // which queues what arrives for it.
-func (r *recorder) offline(t *testing.T) {
+func (r *recorder) offline(t testing.TB) {
 	t.Helper()
 	if err := r.c.Disconnect(testCtx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -511,7 +511,7 @@ func (r *recorder) offline(t *testing.T) {
 }
 
 // online reconnects it to its session: mosquitto sends what it queued.
-func (r *recorder) online(t *testing.T) {
+func (r *recorder) online(t testing.TB) {
 	t.Helper()
 	o := r.opts
 	o.CleanStart = false
@@ -519,13 +519,13 @@ func (r *recorder) online(t *testing.T) {
 }
 
 // localClient connects to the gateway's broker.
-func localClient(t *testing.T, g *gateway, id string) *client.Client {
+func localClient(t testing.TB, g *gateway, id string) *client.Client {
 	return connect(t, client.Options{URL: g.URL(), ClientID: id, CleanStart: true})
 }
 
 // startBridge starts a bridge on g; it is stopped at the end of the test
 // (Stop twice is harmless).
-func startBridge(t *testing.T, g *gateway, cfg Config) *Bridge {
+func startBridge(t testing.TB, g *gateway, cfg Config) *Bridge {
 	t.Helper()
 	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog(), SysInterval: 100 * time.Millisecond})
 	if err != nil {
@@ -539,7 +539,7 @@ func startBridge(t *testing.T, g *gateway, cfg Config) *Bridge {
 	return b
 }
 
-func stopBridge(t *testing.T, b *Bridge) {
+func stopBridge(t testing.TB, b *Bridge) {
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(15*time.Second))
 	defer cancel()
 	if err := b.Stop(ctx); err != nil {
@@ -549,7 +549,7 @@ func stopBridge(t *testing.T, b *Bridge) {
 
 // publishSeq publishes n messages "<prefix><i>" on topic at qos, pipelined,
 // and waits until the local broker acknowledged them all (stored).
-func publishSeq(t *testing.T, c *client.Client, topic string, qos byte, from, n int) {
+func publishSeq(t testing.TB, c *client.Client, topic string, qos byte, from, n int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -571,7 +571,7 @@ func publishSeq(t *testing.T, c *client.Client, topic string, qos byte, from, n 
 
 // checkSequence checks that msgs carry 0..n-1 in order, each at least once,
 // where a repeat is only a redelivery of something already seen (QoS 1).
-func checkSequence(t *testing.T, msgs []*client.Message, n int) (dups int) {
+func checkSequence(t testing.TB, msgs []*client.Message, n int) (dups int) {
 	t.Helper()
 	next := 0
 	for _, m := range msgs {
@@ -639,7 +639,7 @@ func arrived(n int) func([]*client.Message) bool {
 }
 
 // waitState waits for the bridge's cloud state.
-func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
+func waitState(t testing.TB, b *Bridge, want string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(testenv.Scale(d))
 	for b.Stats().State != want {
@@ -653,7 +653,7 @@ func waitState(t *testing.T, b *Bridge, want string, d time.Duration) {
 // waitLost waits until the bridge no longer counts its cloud connection as
 // up: "disconnected", or already "connecting" again (a reconnect attempt can
 // follow the loss faster than a poll sees the state in between).
-func waitLost(t *testing.T, b *Bridge, d time.Duration) {
+func waitLost(t testing.TB, b *Bridge, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(testenv.Scale(d))
 	for st := b.Stats().State; st != "disconnected" && st != "connecting"; st = b.Stats().State {
@@ -665,7 +665,7 @@ func waitLost(t *testing.T, b *Bridge, d time.Duration) {
 }
 
 // waitQueued waits until the bridge's local queue holds n messages.
-func waitQueued(t *testing.T, b *Bridge, n int, d time.Duration) {
+func waitQueued(t testing.TB, b *Bridge, n int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(testenv.Scale(d))
 	for b.Stats().QueuedMessages != n {
