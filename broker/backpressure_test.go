@@ -2,9 +2,11 @@ package broker_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -324,5 +326,46 @@ func TestBackpressureQoS1QueueStaysNearSoftBound(t *testing.T) {
 		t.Errorf("the subscriber's queue held up to %d messages; want at most %d (max_output_bytes %d), not the publisher's window of %d", m, limit, soft, window)
 	} else {
 		t.Logf("queue peaked at %d messages (limit %d, publisher window %d)", m, limit, window)
+	}
+}
+
+// A subscriber that reads nothing for write_timeout is disconnected, with the
+// event loop and with a goroutine per connection alike; the publisher and
+// its other subscribers are not.
+func TestWriteTimeoutDisconnectsStuckSubscriber(t *testing.T) {
+	const n, size = 2000, 4096 // 8 MB, more than the kernel buffers towards the stuck client
+	for _, loop := range []bool{true, false} {
+		t.Run(fmt.Sprintf("event_loop=%v", loop), func(t *testing.T) {
+			b := startBroker(t, func(c *broker.Config) {
+				c.EventLoop = loop
+				c.SlowConsumerWait = 50 * time.Millisecond
+				c.WriteTimeout = time.Second
+			}, broker.Options{})
+			stuck := dialRawBuffers(t, b, "stuck subscriber", 4096, 0)
+			stuck.connect(connectSpec{Version: 4, ClientID: "stuck", Clean: true, KeepAlive: 0})
+			stuck.subscribe(nil, rawSub{Filter: "wt/s", Options: 0})
+			pub := dialRaw(t, b, "publisher")
+			pub.connect(connectSpec{Version: 4, ClientID: "pub", Clean: true, KeepAlive: 0})
+			publishFlood(t, pub, "wt/s", n, size)
+			deadline := time.Now().Add(waitTimeout)
+			for b.Stats().ClientsConnected != 1 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got := b.Stats().ClientsConnected; got != 1 {
+				t.Fatalf("%d clients connected %v after the flood, want 1: the stuck subscriber should be gone after write_timeout (1s)", got, waitTimeout)
+			}
+			// The publisher is still served, and it is the stuck
+			// subscriber whose connection the broker closed.
+			pub.send([]byte{tPINGREQ << 4, 0})
+			pub.expect(tPINGRESP)
+			for {
+				if _, err := stuck.next(waitTimeout); err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("stuck subscriber: still open: %v", err)
+					}
+					break
+				}
+			}
+		})
 	}
 }

@@ -137,6 +137,7 @@ type eventLoop struct {
 type loopRun struct {
 	buf     []byte
 	evs     []unix.EpollEvent
+	scan    []*conn // scratch for scan
 	demoted bool
 
 	// One wait in the runtime's poller (see wait); poll is bound once.
@@ -497,7 +498,7 @@ func (l *eventLoop) run() {
 			}
 		}
 		if now >= nextScan {
-			l.scan(now)
+			l.scan(me, now)
 			nextScan = now + every
 			if l.pf != nil {
 				l.pf.SetReadDeadline(epoch.Add(nextScan))
@@ -633,16 +634,20 @@ func (c *conn) mayBlock() {
 
 // scan ends the connections whose keepalive, connect or write time is up.
 // It runs on the loop: the connections in the loop stay there meanwhile.
-func (l *eventLoop) scan(now time.Duration) {
+func (l *eventLoop) scan(me *loopRun, now time.Duration) {
 	var expired []*conn
 	connectTimeout := l.s.cfg.ConnectTimeout
 	writeTimeout := l.s.cfg.WriteTimeout
 	l.mu.Lock()
-	all := make([]*conn, 0, len(l.conns))
+	all := me.scan[:0]
 	for _, c := range l.conns {
 		all = append(all, c)
 	}
 	l.mu.Unlock()
+	defer func() {
+		clear(all) // the pool must not keep connections alive
+		me.scan = all[:0]
+	}()
 	for _, c := range all {
 		switch {
 		case !c.connected:
