@@ -185,6 +185,14 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 	if !b.v5 && both {
 		b.echo = &echoes{}
 	}
+	if !b.v5 && b.window > DefaultMaxInflight311 {
+		for _, r := range b.rules {
+			if r.out() && r.qos == 2 {
+				b.log.Warn("bridge: MQTT 3.1.1 has no flow control: a cloud that takes fewer QoS 2 messages in flight than max_inflight may drop the rest (Mosquitto's default is 20)", "max_inflight", b.window)
+				break
+			}
+		}
+	}
 	switch {
 	case cfg.StatusTopic == "-" || b.cfg.Profile == ProfileAzure:
 	case cfg.StatusTopic != "":

@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net/url"
 	"os/exec"
 	"slices"
@@ -159,6 +161,28 @@ func TestTopicMapping(t *testing.T) {
 	}{{"a/#", "a", true}, {"a/+/c", "a/b/c", true}, {"#", "$SYS/x", false}, {"a/+", "a/b/c", false}} {
 		if client.MatchTopic(c.f, c.t) != c.ok {
 			t.Errorf("client.MatchTopic(%q, %q) != %v", c.f, c.t, c.ok)
+		}
+	}
+}
+
+// An MQTT 3.1.1 bridge with a QoS 2 out rule and a window above what
+// Mosquitto takes by default is warned about at start: such a cloud
+// acknowledges and drops what comes beyond its limit.
+func TestWindowAbove311LimitWarned(t *testing.T) {
+	g := startGateway(t, t.TempDir())
+	for _, c := range []struct {
+		window int
+		qos    byte
+		warned bool
+	}{{64, 2, true}, {64, 1, false}, {0, 2, false}, {20, 2, false}} {
+		var log bytes.Buffer
+		_, err := New(Config{Name: "up", URL: "mqtt://cloud:1883", Protocol: "3.1.1", MaxInflight: c.window,
+			Topics: []Rule{{Pattern: "#", QoS: c.qos}}}, Options{GatewayID: "gw", Broker: g.srv, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(log.String(), "no flow control"); got != c.warned {
+			t.Errorf("max_inflight %d, QoS %d: warned %v, want %v (log %q)", c.window, c.qos, got, c.warned, log.String())
 		}
 	}
 }
