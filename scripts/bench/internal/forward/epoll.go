@@ -7,23 +7,29 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"gatewayd/scripts/bench/internal/wire"
 )
 
-// Epoll is the forwarder on one epoll loop in one locked OS thread, with the
-// same contract as Serve. Accepted connections are taken out of Go's
-// netpoller (the descriptor is duplicated and the net.Conn closed), so the
-// runtime never wakes for them. Every connection is watched level-triggered
-// for input; each round reads once (up to 64 KiB) from every ready
-// connection, appends every complete PUBLISH to every subscriber's output and
-// then writes every connection with output once (one write or writev).
+// Epoll is the forwarder on one epoll loop in one goroutine, with the same
+// contract as Serve. Accepted connections are taken out of Go's netpoller
+// (the descriptor is duplicated and the net.Conn closed), so the runtime
+// never wakes for them one by one. The loop waits in the runtime's poller on
+// its epoll descriptor, the only descriptor the runtime watches for it, and
+// then collects the ready connections with an epoll_pwait that does not
+// wait; that call and every read, write, writev and epoll_ctl of the loop
+// are raw system calls, which the scheduler does not see (see rawRead).
+// Every connection is watched level-triggered for input; each round reads
+// once (up to 64 KiB) from every ready connection, appends every complete
+// PUBLISH to every subscriber's output and then writes every connection with
+// output once (one write or writev).
 // Output waits in a list of 64 KiB chunks, reused once written, so it is
 // never moved or grown; EPOLLOUT is watched only while some is left after a
 // write.
@@ -39,6 +45,8 @@ import (
 // The zero value is ready to use; Serve must be called at most once.
 type Epoll struct {
 	ep, wake int
+	pf       *os.File        // ep in the runtime's poller; nil if it could not be put there
+	rc       syscall.RawConn // pf's
 
 	mu       sync.Mutex
 	incoming []int // accepted descriptors for the loop to take
@@ -120,7 +128,17 @@ func (e *Epoll) Serve(ln net.Listener) error {
 		return fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
 	e.ep, e.wake = ep, wake
-	l := &loop{e: e, buf: make([]byte, readSize), iov: make([][]byte, 0, 64)}
+	// The loop waits in the runtime's poller rather than in epoll_wait: a
+	// goroutine blocked in a system call keeps an OS thread and wakes the
+	// runtime's monitor. Without the poller the loop falls back to
+	// epoll_wait.
+	if err := unix.SetNonblock(ep, true); err == nil {
+		e.pf = os.NewFile(uintptr(ep), "epoll")
+		if rc, err := e.pf.SyscallConn(); err == nil {
+			e.rc = rc
+		}
+	}
+	l := &loop{e: e, buf: make([]byte, readSize), iov: make([]unix.Iovec, 0, 64), evs: make([]unix.EpollEvent, 256)}
 	done := make(chan error, 1)
 	go func() { done <- l.run() }()
 
@@ -155,7 +173,11 @@ func (e *Epoll) Serve(ln net.Listener) error {
 	e.incoming = nil
 	e.mu.Unlock()
 	unix.Close(wake)
-	unix.Close(ep)
+	if e.pf != nil {
+		e.pf.Close()
+	} else {
+		unix.Close(ep)
+	}
 	return aerr
 }
 
@@ -190,7 +212,63 @@ func detach(c net.Conn) (int, error) {
 func (e *Epoll) signal() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
-	_, _ = unix.Write(e.wake, one[:])
+	_, _ = rawWrite(e.wake, one[:])
+}
+
+// System calls on non-blocking descriptors are made as raw system calls,
+// without telling the scheduler: they never block, and a system call the
+// scheduler is told of wakes the runtime's monitor (sysmon) when it sleeps,
+// which then polls every 20 µs for a while; at a few thousand messages a
+// second that polling would cost more than the forwarding.
+
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawWritev(fd int, iov []unix.Iovec) (int, error) {
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// rawPoll collects ready events without waiting.
+func rawPoll(ep int, evs []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawCtl(ep, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 const (
@@ -262,16 +340,24 @@ func (l *loop) write(c *econn) error {
 	var n int
 	var err error
 	if len(c.out) == 1 {
-		n, err = unix.Write(c.fd, c.out[0][c.head:])
+		n, err = rawWrite(c.fd, c.out[0][c.head:])
 	} else {
-		iov := append(l.iov[:0], c.out[0][c.head:])
-		for _, ch := range c.out[1:] {
-			if len(iov) == cap(l.iov) {
+		iov := l.iov[:0]
+		for i, ch := range c.out {
+			if i == 0 {
+				ch = ch[c.head:]
+			}
+			if len(iov) == cap(iov) {
 				break
 			}
-			iov = append(iov, ch)
+			if len(ch) == 0 {
+				continue
+			}
+			v := unix.Iovec{Base: &ch[0]}
+			v.SetLen(len(ch))
+			iov = append(iov, v)
 		}
-		n, err = unix.Writev(c.fd, iov)
+		n, err = rawWritev(c.fd, iov)
 		clear(iov)
 	}
 	if n <= 0 {
@@ -302,7 +388,8 @@ type loop struct {
 	buf     []byte
 	scratch []byte
 	free    [][]byte // written chunks for reuse
-	iov     [][]byte
+	iov     []unix.Iovec
+	evs     []unix.EpollEvent
 	conns   []*econn // by descriptor
 	subs    []*econn
 	pubs    []*econn
@@ -310,20 +397,51 @@ type loop struct {
 	nOver   int // subscribers over the limit
 	gen     int32
 	peak    int
+
+	// One wait in the runtime's poller (see wait).
+	poll func(uintptr) bool
+	n    int
+	err  error
+}
+
+// pollOnce collects the ready events without waiting; false (none) makes
+// the runtime wait until the epoll descriptor is readable.
+func (l *loop) pollOnce(uintptr) bool {
+	for {
+		l.n, l.err = rawPoll(l.e.ep, l.evs)
+		if l.err != unix.EINTR {
+			return l.n != 0 || l.err != nil
+		}
+	}
+}
+
+// wait waits for events and returns how many are in l.evs.
+func (l *loop) wait() (int, error) {
+	if l.e.rc == nil {
+		for {
+			n, err := unix.EpollWait(l.e.ep, l.evs, -1)
+			if err != unix.EINTR {
+				return n, err
+			}
+		}
+	}
+	if l.poll == nil {
+		l.poll = l.pollOnce // bound once, not per round
+	}
+	l.n, l.err = 0, nil
+	if err := l.e.rc.Read(l.poll); err != nil {
+		return 0, err
+	}
+	return l.n, l.err
 }
 
 func (l *loop) run() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	evs := make([]unix.EpollEvent, 256)
+	evs := l.evs
 	for {
-		n, err := unix.EpollWait(l.e.ep, evs, -1)
+		n, err := l.wait()
 		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
 			l.closeAll()
-			return fmt.Errorf("epoll_wait: %w", err)
+			return fmt.Errorf("epoll_pwait: %w", err)
 		}
 		closing := false
 		for i := 0; i < n; i++ {
@@ -365,7 +483,7 @@ func (l *loop) run() error {
 // server is closing.
 func (l *loop) takeIncoming() bool {
 	var cnt [8]byte
-	_, _ = unix.Read(l.e.wake, cnt[:])
+	_, _ = rawRead(l.e.wake, cnt[:])
 	l.e.mu.Lock()
 	fds := l.e.incoming
 	l.e.incoming = nil
@@ -377,7 +495,7 @@ func (l *loop) takeIncoming() bool {
 			l.gen = 0
 		}
 		c := &econn{fd: fd, gen: l.gen, events: unix.EPOLLIN}
-		if err := unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: c.events, Fd: int32(fd), Pad: c.gen}); err != nil {
+		if err := rawCtl(l.e.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: c.events, Fd: int32(fd), Pad: c.gen}); err != nil {
 			unix.Close(fd)
 			l.e.failed.Add(1)
 			continue
@@ -393,7 +511,7 @@ func (l *loop) takeIncoming() bool {
 }
 
 func (l *loop) read(c *econn) {
-	n, err := unix.Read(c.fd, l.buf)
+	n, err := rawRead(c.fd, l.buf)
 	if n <= 0 {
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return
@@ -598,7 +716,7 @@ func (l *loop) interest(c *econn) {
 	if want == c.events {
 		return
 	}
-	if err := unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: want, Fd: int32(c.fd), Pad: c.gen}); err != nil {
+	if err := rawCtl(l.e.ep, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: want, Fd: int32(c.fd), Pad: c.gen}); err != nil {
 		// Cannot happen for a registered descriptor; counted, and the
 		// connection keeps its old interest.
 		l.e.epollErrors.Add(1)
@@ -639,7 +757,7 @@ func (l *loop) drop(c *econn) {
 		return
 	}
 	c.closed = true
-	_ = unix.EpollCtl(l.e.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	_ = rawCtl(l.e.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
 	unix.Close(c.fd)
 	l.conns[c.fd] = nil
 	l.e.conns.Add(-1)

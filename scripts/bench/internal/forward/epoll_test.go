@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -314,4 +316,110 @@ func TestEpollServeEndsWithItsListenerAndClosesConnections(t *testing.T) {
 	if st := e.Stats(); st.Conns != 0 {
 		t.Fatalf("%d connections left open", st.Conns)
 	}
+}
+
+// A subscriber that stops reading gets more than the limit waiting for it:
+// the publisher is paused, not read, until the subscriber catches up, and
+// then every message arrives once, intact and in order. The output waits in
+// many chunks, so it is written with writev and EPOLLOUT.
+func TestEpollSlowSubscriberPausesThePublisherAndLosesNothing(t *testing.T) {
+	addr, e, _ := startEpoll(t)
+	sub := connect(t, addr, "slow")
+	sub.write(wire.AppendSubscribe(nil, 1, []wire.Sub{{Filter: "t", QoS: 0}}))
+	sub.expect(wire.SUBACK)
+	pub := connect(t, addr, "pub")
+
+	// 32 MiB: more than the limit plus what the loopback sockets of both
+	// connections hold.
+	const count, size = 2048, 16 << 10
+	msg := func(i int) []byte {
+		p := make([]byte, size)
+		for k := 0; k < size; k += 8 {
+			binary.BigEndian.PutUint64(p[k:], uint64(i)<<20|uint64(k))
+		}
+		return p
+	}
+	pubErr := make(chan error, 1)
+	go func() {
+		var buf []byte
+		for i := 0; i < count; i++ {
+			buf = wire.AppendPublish(buf[:0], "t", 0, 0, msg(i))
+			if _, err := pub.c.Write(buf); err != nil {
+				pubErr <- fmt.Errorf("publishing message %d: %w", i, err)
+				return
+			}
+		}
+		pubErr <- nil
+	}()
+
+	for deadline := time.Now().Add(20 * time.Second); !e.Stats().PausedNow; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the publisher was never paused: %v", e.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < count; i++ {
+		first, body, err := sub.next()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		topic, _, payload, err := wire.ParsePublish(first, body)
+		if first>>4 != wire.PUBLISH || err != nil || string(topic) != "t" || string(payload) != string(msg(i)) {
+			t.Fatalf("message %d: type %d, %d bytes of payload, %v", i, first>>4, len(payload), err)
+		}
+	}
+	if err := <-pubErr; err != nil {
+		t.Fatal(err)
+	}
+	st := e.Stats()
+	if st.Pauses < 1 || st.PausedNow || st.Malformed+st.Failed+st.EpollErrors != 0 {
+		t.Fatalf("stats: %v", st)
+	}
+	// Past the limit by at most one read and a held-over packet start.
+	if st.PeakPending <= pendingLimit || st.PeakPending > pendingLimit+readSize+maxPacket {
+		t.Fatalf("peak waiting %d bytes, want over the limit %d by at most %d", st.PeakPending, pendingLimit, readSize+maxPacket)
+	}
+}
+
+// While nothing happens the loop waits in the runtime's poller (its
+// goroutine is parked in IO wait), not in a blocking epoll_wait that would
+// hold an OS thread in a system call.
+func TestEpollIdleLoopWaitsInTheRuntimePoller(t *testing.T) {
+	addr, _, _ := startEpoll(t)
+	c := connect(t, addr, "a")
+	c.write([]byte{wire.PINGREQ << 4, 0})
+	c.expect(wire.PINGRESP)
+	var state string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		state = loopState(t)
+		if state == "IO wait" {
+			return
+		}
+	}
+	t.Fatalf("the idle loop's goroutine is in state %q, want \"IO wait\"", state)
+}
+
+// loopState returns the scheduling state of the loop's goroutine, as in a
+// goroutine dump.
+func loopState(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if !strings.Contains(g, "forward.(*loop).run(") {
+			continue
+		}
+		head, _, _ := strings.Cut(g, "\n")
+		_, st, ok := strings.Cut(head, "[")
+		if !ok {
+			t.Fatalf("goroutine header %q", head)
+		}
+		st, _, _ = strings.Cut(st, "]")
+		st, _, _ = strings.Cut(st, ",") // ", N minutes"
+		return st
+	}
+	t.Fatal("no goroutine runs the loop")
+	return ""
 }

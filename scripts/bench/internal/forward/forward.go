@@ -8,7 +8,7 @@
 //
 // It comes in two forms with the same contract: Serve, one goroutine per
 // connection with a writer goroutine per subscriber, and Epoll (Linux), one
-// epoll loop on one thread.
+// epoll loop in one goroutine.
 package forward
 
 import (
