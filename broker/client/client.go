@@ -862,7 +862,8 @@ func (c *Client) disconnect(ctx context.Context, reason packet.ReasonCode) error
 }
 
 // dispatch runs handlers, one message at a time, and sends each message's
-// acknowledgement once its handler has returned.
+// acknowledgement once its handler has returned (with ManualAck, once
+// Message.Ack has been called).
 func (c *Client) dispatch(in <-chan delivery, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	var hs []Handler
