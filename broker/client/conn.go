@@ -470,16 +470,34 @@ func (cn *conn) handlePublish(p *packet.Publish) error {
 		}
 	}
 	select {
+	case <-cn.done:
+		return cn.dropped(p, d.m != nil)
 	case c.deliveries <- d:
 	default:
 		cn.handing.Store(true)
 		select {
 		case c.deliveries <- d:
 		case <-cn.done:
+			cn.handing.Store(false)
+			return cn.dropped(p, d.m != nil)
 		}
 		cn.handing.Store(false)
 	}
 	return nil
+}
+
+// dropped gives up a PUBLISH that arrived on a connection that has ended
+// before its handler could take it, and stops the reader: the server sends
+// it again, unacknowledged, and nothing read after it may be delivered
+// before it.
+func (cn *conn) dropped(p *packet.Publish, first bool) error {
+	if p.QoS == 2 && first {
+		c := cn.c
+		c.mu.Lock()
+		delete(c.held, p.PacketID) // not delivered: its resend must be
+		c.mu.Unlock()
+	}
+	return ErrConnectionLost
 }
 
 // handleAck completes a SUBSCRIBE or UNSUBSCRIBE.

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,4 +127,70 @@ func (s *fakeServer) expectProbe() {
 	if pp, ok := p.(*packet.Publish); !ok || string(pp.Topic) != "probe" {
 		s.t.Errorf("fake server: got %#v, want the probe (nothing acknowledged before it)", p)
 	}
+}
+
+// Messages read from a connection that ends before the handler could take
+// them are not delivered out of order: what is delivered of a connection is
+// a prefix of what it carried (the server sends the rest again).
+func TestNoGapWhenConnectionEndsBehindBusyHandler(t *testing.T) {
+	dial, servers := pipeDialer(t, packet.V311)
+	var mu sync.Mutex
+	var got []int
+	first := make(chan struct{})
+	release := make(chan struct{})
+	handler := func(m *Message) {
+		v, _ := strconv.Atoi(string(m.Payload))
+		mu.Lock()
+		got = append(got, v)
+		n := len(got)
+		mu.Unlock()
+		if n == 1 {
+			close(first)
+			<-release
+		}
+	}
+	var s *fakeServer
+	accepted := make(chan struct{})
+	go func() {
+		s = <-servers
+		s.accept(&packet.Connack{})
+		s.subscribe()
+		close(accepted)
+		var burst []byte
+		for i := range 300 {
+			burst, _ = packet.Append(burst, &packet.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: []byte("in/a"), Payload: []byte(strconv.Itoa(i))}, packet.V311)
+		}
+		s.nc.Write(burst) // cut short when the test closes the connection
+	}()
+	c := connect(t, Options{Dialer: dial, Protocol: packet.V311, KeepAlive: -1, ClientID: "gap", CleanStart: true})
+	if _, err := c.Subscribe(testCtx(t), handler, Subscription{Filter: "in/#", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	<-accepted
+	<-first
+	// Let the reader fill the handler queue and wait behind it.
+	for c.State() == StateConnected && len(c.deliveries) < cap(c.deliveries) {
+		time.Sleep(time.Millisecond)
+	}
+	s.nc.Close()
+	// A write fails: the connection ends while the reader still holds
+	// packets it has read.
+	c.Publish(testCtx(t), &Message{Topic: "probe", Payload: []byte("p")})
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.State() == StateConnected {
+		if time.Now().After(deadline) {
+			t.Fatal("connection not seen ended")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Disconnect(testCtx(t))
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("delivered %d after %d: a message in between was dropped (delivered %d)", v, i-1, len(got))
+		}
+	}
+	t.Logf("delivered %d of 300 before the connection ended", len(got))
 }
