@@ -160,12 +160,13 @@ func (b *Bridge) nextLocked(cl *client.Client) (*outEntry, bool) {
 	again := w.resend > 0
 	if again {
 		i := 0
-		for ; i < w.fresh; i++ {
-			if w.q[i].state == entryWaiting {
-				e = w.q[i]
-				break
-			}
+		for i < w.fresh && w.q[i].state != entryWaiting {
+			i++
 		}
+		if i == w.fresh {
+			return nil, false
+		}
+		e = w.q[i]
 		for _, x := range w.q[i+1 : w.fresh] {
 			if x.state == entrySending {
 				return nil, false
