@@ -369,3 +369,36 @@ func TestWriteTimeoutDisconnectsStuckSubscriber(t *testing.T) {
 		})
 	}
 }
+
+// A publisher waiting for a QoS 1 subscriber's queue stops waiting as soon
+// as that subscriber disconnects, not when slow_consumer_wait runs out.
+func TestBackpressureWaitEndsWhenSubscriberLeaves(t *testing.T) {
+	const n, size = 300, 1000
+	b := startBroker(t, func(c *broker.Config) {
+		c.MaxOutputBytes = 64 << 10
+		c.SlowConsumerWait = time.Hour // only the disconnection can end the wait
+	}, broker.Options{})
+	sub := dialRaw(t, b, "QoS 1 subscriber that never acknowledges")
+	sub.connect(connectSpec{Version: 4, ClientID: "silent", Clean: true, KeepAlive: 0})
+	sub.subscribe(nil, rawSub{Filter: "bp/w", Options: 1})
+	pub := dialRaw(t, b, "publisher")
+	pub.connect(connectSpec{Version: 4, ClientID: "pubw", Clean: true, KeepAlive: 0})
+	var batch []byte
+	for i := range n {
+		batch = append(batch, publishPacket(false, pubSpec{Topic: "bp/w", Payload: seqPayload(i, size), QoS: 1, ID: uint16(i + 1)})...)
+	}
+	batch = append(batch, tPINGREQ<<4, 0)
+	pub.send(batch)
+	// The subscriber's queue (300 KB) passes max_output_bytes (64 KiB): the
+	// publisher's packets wait until the subscriber acknowledges or leaves.
+	for deadline := time.Now().Add(waitTimeout); b.Stats().Queued < 61; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the subscriber's queue holds %d messages, want 61 (max_output_bytes)", b.Stats().Queued)
+		}
+	}
+	sub.conn.Close()
+	for range n {
+		pub.expect(tPUBACK)
+	}
+	pub.expect(tPINGRESP)
+}

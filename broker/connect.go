@@ -239,6 +239,9 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 			s.log.Info("broker: session taken over", "client", id, "old_remote", old.remote(), "remote", c.remote())
 			se.conn = nil
 			se.online.Store(false)
+			if se.waiters > 0 {
+				se.wakeLocked() // publishers waiting for the old client's queue
+			}
 			s.stats.connected.Add(-1)
 			old.disconnect(packet.SessionTakenOver, "another connection uses this client id")
 			if w := old.will.Swap(nil); w != nil && (ends || w.delay == 0) {
@@ -385,6 +388,9 @@ func (s *Server) connClosed(c *conn) {
 		if se.conn == c {
 			se.conn = nil
 			se.online.Store(false)
+			if se.waiters > 0 {
+				se.wakeLocked() // publishers waiting for this client's queue stop waiting
+			}
 			se.gen++
 			s.stats.connected.Add(-1)
 			w := c.will.Swap(nil)

@@ -293,8 +293,8 @@ func (s *Server) awaitQueue(se *session) {
 			break
 		}
 	}
-	if se.waiters > 0 && se.queuedBytes <= soft {
-		se.wakeLocked()
+	if se.waiters > 0 && (se.queuedBytes <= soft || se.conn == nil || se.dead) {
+		se.wakeLocked() // the next waiter sees it too
 	}
 	se.mu.Unlock()
 	tm.Stop()
