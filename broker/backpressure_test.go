@@ -86,9 +86,12 @@ func publishFlood(t *testing.T, pub *rawClient, topic string, n, size int) {
 	pub.expect(tPINGRESP)
 }
 
-// A subscriber that reads slower than the publisher sends (after 2.5 s
-// of not reading at all), but keeps making progress, loses no QoS 0 message: the publisher is held back instead. With slow_consumer_wait 0 the same
-// subscriber loses messages (so it really is slower than the publisher).
+// A subscriber that reads slower than the publisher sends, but keeps making
+// progress, loses no QoS 0 message: the publisher is held back instead. With
+// slow_consumer_wait 0 the same subscriber, starting to read only once the
+// publisher is done, loses messages: nothing holds the publisher back, so
+// whatever the broker's speed, no more than the socket buffers and the
+// output buffer can wait for the subscriber.
 func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 	const n, size = 768, 16 << 10 // 12 MiB
 	for _, wait := range []time.Duration{0, 5 * time.Second} {
@@ -105,13 +108,13 @@ func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 			var got atomic.Int64
 			var order error
 			done := make(chan struct{})
+			start := make(chan struct{})
+			if wait > 0 {
+				close(start)
+			}
 			go func() {
 				defer close(done)
-				// Two and a half seconds without reading first: the
-				// broker's socket buffers and the output buffer fill, so
-				// that without waiting messages are lost even when the
-				// broker is slowed down by a busy machine.
-				time.Sleep(2500 * time.Millisecond)
+				<-start
 				next := 0
 				for {
 					p, err := sub.next(waitTimeout)
@@ -140,6 +143,9 @@ func TestBackpressureSlowReaderLosesNothingQoS0(t *testing.T) {
 			pub := dialRawBuffers(t, b, "publisher", 0, 64<<10)
 			pub.connect(connectSpec{Version: 4, ClientID: "pub", Clean: true, KeepAlive: 0})
 			publishFlood(t, pub, "bp/t", n, size)
+			if wait == 0 {
+				close(start)
+			}
 			dropped := int(b.Stats().DroppedSlowConsumer - before.DroppedSlowConsumer)
 
 			deadline := time.Now().Add(6 * waitTimeout)

@@ -291,11 +291,12 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 	ack.SessionPresent = present
 
 	// CONNACK goes into the output before the connection is attached, so
-	// nothing a publisher delivers can overtake it.
+	// nothing a publisher delivers can overtake it; it is written once the
+	// client counts as connected, so that a client holding its CONNACK
+	// finds itself in Stats.
 	c.outMu.Lock()
 	c.version, c.maxOut, c.aliasMax = v, maxOut, aliasMax
 	c.appendLocked(&ack, v)
-	c.kickLocked()
 	c.outMu.Unlock()
 	c.connected, c.sess = true, se
 	c.will.Store(will)
@@ -304,6 +305,9 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 	se.online.Store(true)
 	n := s.stats.connected.Add(1)
 	s.stats.noteMaxConnected(n)
+	c.outMu.Lock()
+	c.kickLocked()
+	c.outMu.Unlock()
 	s.resumeLocked(se, &t)
 	se.mu.Unlock()
 	s.mu.Unlock()
