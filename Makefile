@@ -115,7 +115,8 @@ fuzz:
 # ---------------------------------------------------------------------------
 # bench: the side-by-side harness in scripts/bench (its own Go module, so the
 # peers never enter gatewayd's go.mod). It starts gatewayd, Debian's mosquitto,
-# mochi-mqtt and a zero-logic forwarder on loopback, runs every workload
+# mochi-mqtt and two zero-logic forwarders (goroutines; one epoll loop) on
+# loopback, runs every workload
 # against each in turn and rewrites the table in docs/BENCHMARKS.md.
 ## bench: side-by-side benchmarks (about 10 minutes); bench-smoke: seconds-long run.
 .PHONY: bench-smoke bench-go

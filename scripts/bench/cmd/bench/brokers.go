@@ -253,7 +253,7 @@ func setupBrokers(ctx context.Context, names []string, repo, benchDir, binDir, g
 			b.version = "zero-logic TCP forwarder, goroutines per connection (scripts/bench/cmd/forwarder)"
 			if n == "forwarder-epoll" {
 				args = append(args, "-epoll")
-				b.version = "zero-logic TCP forwarder, one epoll loop on one thread (scripts/bench/cmd/forwarder -epoll)"
+				b.version = "zero-logic TCP forwarder, one epoll loop (scripts/bench/cmd/forwarder -epoll)"
 			}
 			b.command = func(dir, addr string, w *workload) ([]string, error) {
 				return append(args[:len(args):len(args)], "-addr", addr), nil

@@ -1,7 +1,7 @@
 // Command forwarder runs the benchmark's zero-logic forwarder (package
 // forward) on a TCP address: the ceiling the brokers are measured against.
 // By default it is goroutine-per-connection (forward.Serve); with -epoll it is
-// one epoll loop on one thread (forward.Epoll), which prints its counters to
+// one epoll loop (forward.Epoll), which prints its counters to
 // stderr when it is stopped with SIGINT or SIGTERM.
 package main
 
