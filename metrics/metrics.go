@@ -103,6 +103,7 @@ var (
 	bridgeQueuedB    = desc("bridge_queued_bytes", "Bytes of the messages waiting for the cloud.", "bridge")
 	bridgeOldest     = desc("bridge_oldest_queued_age_seconds", "Age of the oldest message waiting for the cloud.", "bridge")
 	bridgeSent       = desc("bridge_sent_messages_total", "Messages the cloud acknowledged.", "bridge")
+	bridgeInflight   = desc("bridge_inflight_messages", "Messages in the bridge's hands, by direction: out, sent to the cloud and not yet acknowledged by it; in, handed to the local broker and not yet stored.", "bridge", "direction")
 	bridgeReceived   = desc("bridge_received_messages_total", "Messages from the cloud stored by the local broker.", "bridge")
 	bridgeDropped    = desc("bridge_dropped_messages_total", "Messages dropped by policy, by reason.", "bridge", "reason")
 	bridgeRejected   = desc("bridge_rejected_messages_total", "Messages refused, by reason.", "bridge", "reason")
@@ -184,6 +185,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(bridgeQueued, float64(s.QueuedMessages), name)
 			gauge(bridgeQueuedB, float64(s.QueuedBytes), name)
 			gauge(bridgeOldest, s.OldestQueued.Seconds(), name)
+			gauge(bridgeInflight, float64(s.InflightOut), name, "out")
+			gauge(bridgeInflight, float64(s.InflightIn), name, "in")
 			counter(bridgeSent, s.Sent, name)
 			counter(bridgeReceived, s.Received, name)
 			for r, n := range s.Dropped {

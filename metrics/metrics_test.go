@@ -90,7 +90,7 @@ func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 		Broker:  srv.Stats,
 		Store:   store,
 		Bridges: func() map[string]bridge.Stats {
-			return map[string]bridge.Stats{"cloud": {State: "connected", QueuedMessages: 7, OldestQueued: 3 * time.Second, Dropped: map[string]uint64{"expired": 2}}}
+			return map[string]bridge.Stats{"cloud": {State: "connected", QueuedMessages: 7, InflightOut: 5, InflightIn: 2, OldestQueued: 3 * time.Second, Dropped: map[string]uint64{"expired": 2}}}
 		},
 		Devices: func() []drivers.DeviceStats {
 			return []drivers.DeviceStats{{Name: "porch", Driver: "bme280", Online: true, Reads: 10, Errors: 1, LastSuccess: last}}
@@ -122,6 +122,12 @@ func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 	}
 	if v := before[`gatewayd_bridge_queued_messages{bridge="cloud"}`]; v != 7 {
 		t.Errorf("bridge queued %v, want 7", v)
+	}
+	if v := before[`gatewayd_bridge_inflight_messages{bridge="cloud",direction="out"}`]; v != 5 {
+		t.Errorf("bridge in flight out %v, want 5", v)
+	}
+	if v := before[`gatewayd_bridge_inflight_messages{bridge="cloud",direction="in"}`]; v != 2 {
+		t.Errorf("bridge in flight in %v, want 2", v)
 	}
 	if v := before[`gatewayd_device_last_success_age_seconds{device="porch",driver="bme280"}`]; v < 90 {
 		t.Errorf("last success age %v, want at least 90", v)
