@@ -180,7 +180,7 @@ func (l *eventLoop) wait(me *loopRun, deadline time.Duration) (int, error) {
 // loopRuns keeps the buffers of runs that ended (hand-offs come in bursts
 // when subscribers fall behind).
 var loopRuns = sync.Pool{New: func() any {
-	return &loopRun{buf: make([]byte, loopBufSize), evs: make([]unix.EpollEvent, loopEvents)}
+	return &loopRun{evs: make([]unix.EpollEvent, loopEvents)}
 }}
 
 func newEventLoop(s *Server) (*eventLoop, error) {
@@ -514,6 +514,11 @@ func (l *eventLoop) read(me *loopRun, c *conn, now time.Duration) {
 		l.detach(c)
 		l.end(c, nil)
 		return
+	}
+	if me.buf == nil {
+		// Made at the first read, not at start-up: a gateway without
+		// clients does not keep it in memory.
+		me.buf = make([]byte, loopBufSize)
 	}
 	k := len(c.in)
 	var data []byte
