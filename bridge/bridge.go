@@ -431,7 +431,11 @@ func (b *Bridge) runRemote() {
 }
 
 // subscribeRemote subscribes to the in rules; a persistent cloud session
-// keeps them, but the rules may have changed since.
+// keeps them, but the rules may have changed since. A subscription whose
+// answer was lost with the link is requested again on the next connection:
+// the cloud may have resumed the session without it (the link failed between
+// CONNACK and SUBSCRIBE), and then it would send nothing. It returns once the
+// cloud has answered, or when the bridge stops.
 func (b *Bridge) subscribeRemote(cl *client.Client) {
 	var subs []client.Subscription
 	seen := map[string]bool{}
@@ -452,12 +456,47 @@ func (b *Bridge) subscribeRemote(cl *client.Client) {
 	if len(subs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	if _, err := cl.Subscribe(ctx, b.onRemote, subs...); err != nil {
-		// The client subscribes again by itself after a reconnection that
-		// lost the session; a refusal is a configuration problem.
-		b.log.Warn("bridge: cloud subscribe", "err", err)
+	for {
+		_, changed := b.current()
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		_, err := cl.Subscribe(ctx, b.onRemote, subs...)
+		cancel()
+		lost := errors.Is(err, client.ErrConnectionLost) || errors.Is(err, client.ErrNotConnected)
+		switch {
+		case err == nil || b.ctx.Err() != nil:
+			return
+		case !lost && !errors.Is(err, context.DeadlineExceeded):
+			// A refusal is a configuration problem.
+			b.log.Warn("bridge: cloud subscribe", "err", err)
+			return
+		}
+		b.log.Info("bridge: cloud subscribe unanswered, subscribing again once connected", "err", err)
+		if lost {
+			// The client reports the loss as a state change.
+			select {
+			case <-changed:
+			case <-b.ctx.Done():
+				return
+			}
+		}
+		if !b.waitConnected(cl) {
+			return
+		}
+	}
+}
+
+// waitConnected waits until cl is connected; false when the bridge stops.
+func (b *Bridge) waitConnected(cl *client.Client) bool {
+	for {
+		_, changed := b.current()
+		if cl.State() == client.StateConnected {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-b.ctx.Done():
+			return false
+		}
 	}
 }
 

@@ -242,7 +242,11 @@ type proxy struct {
 	down     bool // refuse new connections (close them at once)
 	blackout bool // hold new and existing connections silent
 	accepted int
-	wg       sync.WaitGroup
+	// dropSubscribes: the next that many SUBSCRIBE packets from a client
+	// are not carried; their connection is closed instead (the link failed
+	// between CONNACK and SUBSCRIBE).
+	dropSubscribes int
+	wg             sync.WaitGroup
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -284,21 +288,30 @@ func (p *proxy) accept() {
 		p.conns = append(p.conns, cc, sc)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.relay(cc, sc)
-		go p.relay(sc, cc)
+		go p.relay(cc, sc, true)
+		go p.relay(sc, cc, false)
 	}
 }
 
-func (p *proxy) relay(from, to net.Conn) {
+func (p *proxy) relay(from, to net.Conn, fromClient bool) {
 	defer p.wg.Done()
 	defer from.Close()
 	defer to.Close()
 	buf := make([]byte, 32<<10)
+	var split packetSplitter
 	for {
 		n, err := from.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
 			hole := p.blackout
+			if fromClient && p.dropSubscribes > 0 {
+				if at := split.find(buf[:n], packet.SUBSCRIBE); at >= 0 {
+					p.dropSubscribes--
+					p.mu.Unlock()
+					to.Write(buf[:at])
+					return
+				}
+			}
 			p.mu.Unlock()
 			if !hole {
 				if _, werr := to.Write(buf[:n]); werr != nil {
@@ -310,6 +323,50 @@ func (p *proxy) relay(from, to net.Conn) {
 			return
 		}
 	}
+}
+
+// dropSubscribe makes the proxy close, instead of carrying, the next n
+// SUBSCRIBE packets that clients send.
+func (p *proxy) dropSubscribe(n int) {
+	p.mu.Lock()
+	p.dropSubscribes = n
+	p.mu.Unlock()
+}
+
+// packetSplitter follows MQTT packet boundaries in one direction of a
+// stream.
+type packetSplitter struct {
+	typ  packet.Type // of the packet being read
+	hdr  []byte      // its fixed header so far
+	skip int         // bytes of its body still to come
+}
+
+// find follows b and returns the offset in b at which the first packet of
+// type t begins, or -1.
+func (s *packetSplitter) find(b []byte, t packet.Type) int {
+	for i := 0; i < len(b); {
+		if s.skip > 0 {
+			n := min(s.skip, len(b)-i)
+			s.skip -= n
+			i += n
+			continue
+		}
+		if len(s.hdr) == 0 && packet.Type(b[i]>>4) == t {
+			return i
+		}
+		s.hdr = append(s.hdr, b[i])
+		i++
+		if len(s.hdr) == 1 || b[i-1]&0x80 != 0 {
+			continue
+		}
+		rem, mul := 0, 1
+		for _, c := range s.hdr[1:] {
+			rem += int(c&0x7f) * mul
+			mul *= 128
+		}
+		s.hdr, s.skip = s.hdr[:0], rem
+	}
+	return -1
 }
 
 // cut closes every relayed connection (both sides) and, with down, refuses

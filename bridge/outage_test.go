@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gatewayd/broker/client"
+	"gatewayd/internal/testenv"
 )
 
 // outageSize is N messages published during an outage of about d.
@@ -155,4 +156,52 @@ func TestOutageQoS0ReadingsQueued(t *testing.T) {
 	e.p.restore()
 	got := e.up.waitFor(t, 30*time.Second, "QoS 0 readings upstream", arrived(n))
 	checkSequence(t, got, n)
+}
+
+// When the link fails after the cloud accepted the connection but before
+// it had the bridge's subscription, the cloud resumes the bridge's session
+// at the next connection without that subscription: the bridge subscribes
+// again, and cloud messages reach the local broker.
+func TestOutageSubscriptionLostWithLink(t *testing.T) {
+	for _, proto := range []string{"5", "3.1.1"} {
+		t.Run("protocol "+proto, func(t *testing.T) {
+			m := startMosquitto(t)
+			p := newProxy(t, m.Addr())
+			p.dropSubscribe(1)
+			g := startGateway(t, t.TempDir())
+			cfg := basicConfig(p.URL())
+			cfg.Protocol = proto
+			cfg.Topics = []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/", RemotePrefix: "cloud/cmd/"}}
+			local := newRecorder()
+			lc := localClient(t, g, "local-sub")
+			if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: "commands/#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			b := startBridge(t, g, cfg)
+			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
+			for st := b.Stats(); st.State != "connected" || st.Reconnects == 0; st = b.Stats() {
+				if time.Now().After(deadline) {
+					t.Fatalf("bridge state %s after %d reconnections, want connected again", st.State, st.Reconnects)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			// mosquitto drops what matches no subscription: publish until
+			// one arrives.
+			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-app", Username: cloudUser, Password: cloudPass, CleanStart: true})
+			wait := testenv.Scale(20 * time.Second)
+			deadline = time.Now().Add(wait)
+			for i := 0; len(local.snapshot()) == 0; i++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("no cloud message reached the local broker in %v (%d published)", wait, i)
+				}
+				if err := cloud.Publish(testCtx(t, 5*time.Second), &client.Message{Topic: "cloud/cmd/probe", Payload: []byte(strconv.Itoa(i)), QoS: 1}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if got := local.snapshot()[0].Topic; got != "commands/probe" {
+				t.Errorf("arrived on %q, want commands/probe", got)
+			}
+		})
+	}
 }
