@@ -45,6 +45,7 @@ func TestProfileAzureIoTHub(t *testing.T) {
 		t.Errorf("client id %q, want the device id", b.RemoteClientID())
 	}
 	waitState(t, b, "connected", 10*time.Second)
+	waitSubscribed(t, b, 10*time.Second)
 
 	pub := localClient(t, g, "sensor")
 	ctx := testCtx(t, 20*time.Second)

@@ -109,6 +109,7 @@ type Bridge struct {
 
 	sent, received, tooLarge, remoteRefused, localRefused, noRule atomic.Uint64
 	retainCleared, loops                                          atomic.Uint64
+	subscribed                                                    atomic.Uint64 // cloud SUBACKs for the in rules
 }
 
 var errStopped = errors.New("bridge: stopped")
@@ -463,7 +464,10 @@ func (b *Bridge) subscribeRemote(cl *client.Client) {
 		cancel()
 		lost := errors.Is(err, client.ErrConnectionLost) || errors.Is(err, client.ErrNotConnected)
 		switch {
-		case err == nil || b.ctx.Err() != nil:
+		case err == nil:
+			b.subscribed.Add(1)
+			return
+		case b.ctx.Err() != nil:
 			return
 		case !lost && !errors.Is(err, context.DeadlineExceeded):
 			// A refusal is a configuration problem.

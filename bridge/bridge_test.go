@@ -58,6 +58,7 @@ func TestBridgeDirectionsPrefixesQoSRetainAndNoLoops(t *testing.T) {
 			}
 			b := startBridge(t, g, cfg)
 			waitState(t, b, "connected", 10*time.Second)
+			waitSubscribed(t, b, 10*time.Second)
 			ctx := testCtx(t, 20*time.Second)
 			pub := localClient(t, g, "local-pub")
 			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-pub", Username: cloudUser, Password: cloudPass, CleanStart: true})

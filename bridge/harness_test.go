@@ -707,6 +707,20 @@ func waitState(t testing.TB, b *Bridge, want string, d time.Duration) {
 	}
 }
 
+// waitSubscribed waits until the cloud has acknowledged the bridge's
+// subscription for its in rules: from then on the cloud keeps what matches
+// them for the bridge's session, connected or not (before, it drops it).
+func waitSubscribed(t testing.TB, b *Bridge, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Scale(d))
+	for b.subscribed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cloud has not acknowledged the in subscription (state %s)", b.Stats().State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitLost waits until the bridge no longer counts its cloud connection as
 // up: "disconnected", or already "connecting" again (a reconnect attempt can
 // follow the loss faster than a poll sees the state in between).

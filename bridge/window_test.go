@@ -595,6 +595,7 @@ func TestWindowInUsedAndBounded(t *testing.T) {
 			}
 			t.Cleanup(func() { stopBridge(t, b) })
 			waitState(t, b, "connected", 10*time.Second)
+			waitSubscribed(t, b, 10*time.Second)
 			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-app", Username: cloudUser, Password: cloudPass, CleanStart: true})
 
 			gt.hold(true)
@@ -645,6 +646,7 @@ func TestWindowInLinkCutMidDrain(t *testing.T) {
 			}
 			b := startBridge(t, g, cfg)
 			waitState(t, b, "connected", 10*time.Second)
+			waitSubscribed(t, b, 10*time.Second)
 			p.cut(true)
 			waitLost(t, b, 10*time.Second)
 			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-app", Username: cloudUser, Password: cloudPass, CleanStart: true})
