@@ -222,42 +222,11 @@ func (c *conn) readLoop(resumed bool, m int, rerr error) bool {
 		if m > 0 {
 			c.s.stats.bytesRecv.Add(uint64(m))
 		}
-		off, need := 0, 0
-		for off < n {
-			if c.dec == nil {
-				c.dec = decoders.Get().(*packet.Decoder)
-				c.dec.Version = c.decVersion
-				c.dec.MaxPacketSize = int(c.s.cfg.MaxPacketSize)
-			}
-			h, hl, err := packet.DecodeFixedHeader(buf[off:n])
-			if err != nil {
-				c.protocolError(err)
-				return false
-			}
-			if hl == 0 {
-				need = n - off + 1
-				break
-			}
-			if err := c.dec.CheckSize(h, hl); err != nil {
-				c.protocolError(err)
-				return false
-			}
-			total := hl + h.Remaining
-			if n-off < total {
-				need = total
-				break
-			}
-			p, err := c.dec.Decode(h, buf[off+hl:off+total])
-			off += total
-			if err != nil {
-				c.protocolError(err)
-				return false
-			}
-			c.s.stats.msgsRecv.Add(1)
-			if !c.handle(p) {
-				return false
-			}
+		off, ok, _ := c.consume(buf[:n])
+		if !ok {
+			return false
 		}
+		need := c.need
 		if off > 0 {
 			n = copy(buf, buf[off:n])
 		}
@@ -289,8 +258,8 @@ func (c *conn) readLoop(resumed bool, m int, rerr error) bool {
 	}
 }
 
-// consume decodes and handles the complete packets at the start of data (a
-// connection the event loop serves) and returns how many bytes they took;
+// consume decodes and handles the complete packets at the start of data
+// and returns how many bytes they took;
 // c.need is then what the next packet needs in all (0: unknown). ok false:
 // the connection ends. connect: on the loop, the next packet is CONNECT,
 // which is not handled there (see serveDetached).
