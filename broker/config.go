@@ -77,8 +77,8 @@ type Config struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// EventLoop serves plain TCP connections (not TLS or WebSocket) from one
 	// epoll loop instead of a goroutine each: an idle client then costs
-	// about 1 KiB, and a message crosses the broker without waking
-	// goroutines. Default true (Linux).
+	// about 1.5 KiB, and a message crosses the broker without waking
+	// goroutines. Default true.
 	EventLoop bool `yaml:"event_loop"`
 
 	// PasswordFile is a Mosquitto-style password file (user:hash a line;

@@ -259,10 +259,10 @@ func (c *conn) readLoop(resumed bool, m int, rerr error) bool {
 }
 
 // consume decodes and handles the complete packets at the start of data
-// and returns how many bytes they took;
-// c.need is then what the next packet needs in all (0: unknown). ok false:
-// the connection ends. connect: on the loop, the next packet is CONNECT,
-// which is not handled there (see serveDetached).
+// and returns how many bytes they took; c.need is then what the next packet
+// needs in all (0: unknown). ok false: the connection ends. connect: on the
+// event loop, the next packet is CONNECT, which is not handled there (see
+// serveDetached).
 func (c *conn) consume(data []byte) (off int, ok, connect bool) {
 	n := len(data)
 	c.need = 0
