@@ -355,7 +355,11 @@ func (c *conn) flushLocked() {
 	n, err := rawWrite(lc.fd, p)
 	if n > 0 {
 		c.s.stats.bytesSent.Add(uint64(n))
-		c.wrote = time.Since(epoch)
+		if c.wantOut {
+			// Progress on a backed-up socket: the write timeout counts
+			// from here (only then is it checked).
+			c.wrote = time.Since(epoch)
+		}
 		// Progress: the client is reading.
 		c.stalled = false
 		if c.waiters > 0 {
@@ -698,22 +702,16 @@ func (l *eventLoop) stats() (handoffs, detached uint64) {
 // for a while; at a few thousand messages a second that polling would cost
 // more than the messages.
 
-func rawRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
+func rawRead(fd int, p []byte) (int, error) { return rawIO(unix.SYS_READ, fd, p) }
 
-func rawWrite(fd int, p []byte) (int, error) {
+func rawWrite(fd int, p []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, p) }
+
+// rawIO is read(2) or write(2): -1 and the error, or the count.
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return -1, e
 	}
