@@ -27,11 +27,7 @@ func TestProfileAzureIoTHub(t *testing.T) {
 			{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/"},
 		},
 	}
-	local := newRecorder()
-	lc := localClient(t, g, "local-sub")
-	if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: "commands/#", QoS: 1}); err != nil {
-		t.Fatal(err)
-	}
+	local := localSubscriber(t, g, "commands/#")
 	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)

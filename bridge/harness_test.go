@@ -580,6 +580,18 @@ func localClient(t testing.TB, g *gateway, id string) *client.Client {
 	return connect(t, client.Options{URL: g.URL(), ClientID: id, CleanStart: true})
 }
 
+// localSubscriber records what a local client subscribed to filter at QoS 1
+// on g receives.
+func localSubscriber(t testing.TB, g *gateway, filter string) *recorder {
+	t.Helper()
+	local := newRecorder()
+	lc := localClient(t, g, "local-sub")
+	if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: filter, QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return local
+}
+
 // startBridge starts a bridge on g; it is stopped at the end of the test
 // (Stop twice is harmless).
 func startBridge(t testing.TB, g *gateway, cfg Config) *Bridge {

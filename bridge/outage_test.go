@@ -172,11 +172,7 @@ func TestOutageSubscriptionLostWithLink(t *testing.T) {
 			cfg := basicConfig(p.URL())
 			cfg.Protocol = proto
 			cfg.Topics = []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/", RemotePrefix: "cloud/cmd/"}}
-			local := newRecorder()
-			lc := localClient(t, g, "local-sub")
-			if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: "commands/#", QoS: 1}); err != nil {
-				t.Fatal(err)
-			}
+			local := localSubscriber(t, g, "commands/#")
 			b := startBridge(t, g, cfg)
 			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
 			for st := b.Stats(); st.State != "connected" || st.Reconnects == 0; st = b.Stats() {

@@ -576,11 +576,7 @@ func TestWindowInUsedAndBounded(t *testing.T) {
 			cfg := basicConfig(m.URL())
 			cfg.Protocol, cfg.MaxInflight = c.proto, c.window
 			cfg.Topics = []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/", RemotePrefix: "cloud/cmd/"}}
-			local := newRecorder()
-			lc := localClient(t, g, "local-sub")
-			if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: "commands/#", QoS: 1}); err != nil {
-				t.Fatal(err)
-			}
+			local := localSubscriber(t, g, "commands/#")
 			b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
 			if err != nil {
 				t.Fatal(err)
@@ -639,11 +635,7 @@ func TestWindowInLinkCutMidDrain(t *testing.T) {
 			cfg := basicConfig(p.URL())
 			cfg.Protocol = proto
 			cfg.Topics = []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/", RemotePrefix: "cloud/cmd/"}}
-			local := newRecorder()
-			lc := localClient(t, g, "local-sub")
-			if _, err := lc.Subscribe(testCtx(t, 5*time.Second), local.handle, client.Subscription{Filter: "commands/#", QoS: 1}); err != nil {
-				t.Fatal(err)
-			}
+			local := localSubscriber(t, g, "commands/#")
 			b := startBridge(t, g, cfg)
 			waitState(t, b, "connected", 10*time.Second)
 			waitSubscribed(t, b, 10*time.Second)
