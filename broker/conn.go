@@ -473,18 +473,23 @@ func (c *conn) finish() {
 	if !c.closed {
 		c.closed, c.flushClose = true, true
 	}
-	w := c.writing
 	c.outMu.Unlock()
-	if !w {
-		c.nc.Close()
-	}
 	c.releaseBig()
 	c.releaseDecoder()
 	if c.l.network {
 		c.s.open.Add(-1)
 		c.l.open.Add(-1)
 	}
+	// The session is detached (and the client no longer counted) before
+	// the socket closes: a client that sees the end of its connection
+	// finds the broker done with it.
 	c.s.connClosed(c)
+	c.outMu.Lock()
+	w := c.writing
+	c.outMu.Unlock()
+	if !w {
+		c.nc.Close()
+	}
 }
 
 // appendLocked encodes p into the output buffer. The caller holds outMu and
