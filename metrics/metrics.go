@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
@@ -368,10 +369,16 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.Set("Content-Encoding", "gzip")
-	zw := gzip.NewWriter(w)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	zw.Reset(w)
 	zw.Write(buf.Bytes())
 	zw.Close()
+	gzipWriters.Put(zw)
 }
+
+// gzipWriters keeps gzip writers between scrapes: each holds about 800 KB of
+// compression state.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
 // acceptsGzip tells whether an Accept-Encoding header lists gzip without
 // refusing it (q=0).
