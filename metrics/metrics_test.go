@@ -74,22 +74,32 @@ func publishQoS1(t *testing.T, addr string) {
 	}
 }
 
-func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
+// startBroker starts a broker on loopback with a durable store in a
+// temporary directory; both stop when the test ends.
+func startBroker(t *testing.T) (*broker.Server, *state.Durable) {
+	t.Helper()
 	store, err := state.OpenDurable(t.TempDir(), state.DurableOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := broker.DefaultConfig()
 	cfg.Listeners = []broker.ListenerConfig{{Name: "t", Address: "127.0.0.1:0"}}
-	quiet := slog.New(slog.DiscardHandler)
-	srv, err := broker.New(cfg, broker.Options{Store: store, Logger: quiet})
+	srv, err := broker.New(cfg, broker.Options{Store: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
+		store.Close()
 		t.Fatal(err)
 	}
 	if err := srv.Start(); err != nil {
+		store.Close()
 		t.Fatal(err)
 	}
-	defer func() { srv.Shutdown(context.Background()); store.Close() }()
+	t.Cleanup(func() { srv.Shutdown(context.Background()); store.Close() })
+	return srv, store
+}
+
+func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
+	srv, store := startBroker(t)
+	quiet := slog.New(slog.DiscardHandler)
 
 	last := time.Now().Add(-90 * time.Second)
 	m, err := Listen(Config{Address: "127.0.0.1:0"}, Sources{
@@ -281,21 +291,8 @@ func value(mf *dto.MetricFamily, m *dto.Metric) float64 {
 }
 
 func TestScrapeParsesWithPrometheusTextParser(t *testing.T) {
-	store, err := state.OpenDurable(t.TempDir(), state.DurableOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Name: "t", Address: "127.0.0.1:0"}}
+	srv, store := startBroker(t)
 	quiet := slog.New(slog.DiscardHandler)
-	srv, err := broker.New(cfg, broker.Options{Store: store, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Shutdown(context.Background()); store.Close() }()
 	publishQoS1(t, srv.Addrs()[0].String())
 
 	// Names a configuration may hold: the text format must escape the quote,
