@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -57,8 +58,8 @@ type DurableOptions struct {
 	// An error it returns is what the disk returned: a write is then cut in
 	// half (a torn write), an fsync is not done. For fault injection in tests.
 	Fault func(FaultOp) error
-	// Logf, when set, receives one line per damaged store, write error and
-	// compaction failure.
+	// Logf, when set, receives one line per damaged store, write error,
+	// compaction failure and leftover file that start-up could not remove.
 	Logf func(format string, args ...any)
 }
 
@@ -170,8 +171,15 @@ type compactResult struct {
 // write) is cut off; a last log damaged in its middle is cut at the damage,
 // a copy of it goes to dir.damaged-<time> and Damaged reports it; anything
 // worse is moved aside to dir.damaged-<time>, the store starts empty, and
-// Damaged reports it. It fails only when dir cannot be created or is held by
-// another process.
+// Damaged reports it.
+//
+// It fails when dir cannot be created, is held by another process, or cannot
+// be read: an error listing dir or opening or reading one of its files (EIO
+// from a worn card, EMFILE, ENOMEM, EACCES after a wrong chown) says nothing
+// about the contents, so the store is left exactly as it is (nothing moved
+// aside, nothing deleted, the lock released) and the error, which names the
+// file and the cause, is returned. Opening again once the cause is gone (a
+// restart) finds everything the store held.
 func OpenDurable(dir string, opts DurableOptions) (*Durable, error) {
 	if opts.MaxBytes == 0 {
 		opts.MaxBytes = DefaultMaxBytes
@@ -204,14 +212,24 @@ func OpenDurable(dir string, opts DurableOptions) (*Durable, error) {
 	}
 	r, err := recoverDir(d.dir)
 	if err != nil {
+		var dmg *damage
+		if !errors.As(err, &dmg) {
+			d.lock.Close()
+			return nil, fmt.Errorf("state: cannot read the store in %s (left as it is, nothing moved aside or deleted): %w", d.dir, err)
+		}
 		if err := d.moveAside(err.Error()); err != nil {
 			d.lock.Close()
 			return nil, err
 		}
 		r = &recovered{im: newImage(), fresh: true}
 	}
-	for _, name := range r.obsolete {
-		os.Remove(filepath.Join(d.dir, name))
+	// Only now that the whole store has been read. A leftover that cannot be
+	// removed is harmless: recovery ignores it, and the next start-up tries
+	// again.
+	for _, name := range append(r.temp, r.obsolete...) {
+		if err := os.Remove(filepath.Join(d.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.logf("state: remove leftover file: %v", err)
+		}
 	}
 	d.im = r.im
 	d.loaded = d.im.snapshot()
@@ -262,7 +280,7 @@ func (d *Durable) logf(format string, args ...any) {
 func (d *Durable) lockDir() error {
 	f, err := os.OpenFile(filepath.Join(d.dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("state: open %s: %w", filepath.Join(d.dir, "LOCK"), err)
+		return fmt.Errorf("state: lock the store: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()

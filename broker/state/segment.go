@@ -192,29 +192,33 @@ type recovered struct {
 	snapSeq  uint64
 	snapLen  int64
 	obsolete []string // files left over by an interrupted compaction
+	temp     []string // *.tmp files left over by an interrupted create
 	tornTail string   // why the last log was cut, if it was
 	// salvaged says why the last log was cut although a valid record
 	// follows the cut: damage inside it rather than a torn final write.
 	salvaged string
 }
 
-// recoverDir reads the store in dir. Errors of type *damage mean the contents
-// are not a store this build can trust; other errors are I/O errors.
+// recoverDir reads the store in dir and changes nothing in it: the files it
+// finds obsolete or temporary are listed for the caller to delete once the
+// whole store has been read. Errors of type *damage mean the contents are not
+// a store this build can trust; other errors are I/O errors (the directory or
+// a file could not be listed, opened or read), which say nothing about the
+// contents.
 func recoverDir(dir string) (*recovered, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	var logs, snaps []uint64
+	var temp []string
 	for _, e := range entries {
 		name := e.Name()
 		if !e.Type().IsRegular() {
 			continue
 		}
 		if strings.HasSuffix(name, ".tmp") {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil {
-				return nil, err
-			}
+			temp = append(temp, name)
 			continue
 		}
 		var list *[]uint64
@@ -236,7 +240,7 @@ func recoverDir(dir string) (*recovered, error) {
 	slices.Sort(logs)
 	slices.Sort(snaps)
 
-	r := &recovered{im: newImage()}
+	r := &recovered{im: newImage(), temp: temp}
 	if len(snaps) > 0 {
 		r.snapSeq = snaps[len(snaps)-1]
 		for _, s := range snaps[:len(snaps)-1] {

@@ -20,7 +20,10 @@
 // (a crash or power cut during an append) is cut off; a last log damaged in
 // its middle is cut at the damage, reported, and a copy kept aside; a store
 // damaged in any other way is moved aside and the broker starts empty rather
-// than not at all.
+// than not at all. A store that cannot be read (an I/O error listing the
+// directory or opening or reading a file, which says nothing about the
+// contents) is left exactly as it is and OpenDurable fails, so that a restart
+// reads it again.
 // Compaction writes the live state as a snapshot from another goroutine, after
 // the writer has rolled to a new log, and switches to it with rename and a
 // directory fsync; the logs it replaces are then deleted. Live data is bounded
