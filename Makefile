@@ -137,9 +137,10 @@ bench: test-deps
 bench-smoke: test-deps
 	cd scripts/bench && $(GO) vet ./... && $(GO) test ./... && $(GO) run ./cmd/bench -smoke
 
-## bench-go: the Go benchmarks of the codec, topic index, broker and store.
-bench-go:
-	$(GO) test -run='^$$' -bench=. -benchmem ./broker/...
+## bench-go: the Go benchmarks of the codec, topic index, broker, store,
+## client and the bridge's backlog drain over a slow link (needs mosquitto).
+bench-go: test-deps
+	$(GO) test -run='^$$' -bench=. -benchmem ./broker/... ./bridge/
 # ---------------------------------------------------------------------------
 
 clean:
