@@ -74,6 +74,7 @@ func TestUnitIsANotifyServiceWithWatchdogAndReload(t *testing.T) {
 		"Service.Type":                    "notify",
 		"Service.ExecReload":              "/bin/kill -HUP $MAINPID",
 		"Service.Restart":                 "on-failure",
+		"Unit.StartLimitIntervalSec":      "0",
 		"Service.User":                    "gatewayd",
 		"Service.SupplementaryGroups":     "gpio i2c dialout",
 		"Service.StateDirectory":          "gatewayd",
