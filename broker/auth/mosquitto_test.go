@@ -1,20 +1,17 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testmosquitto"
 )
 
 // The tests in this file give the same password and ACL files to a real
@@ -24,79 +21,11 @@ import (
 // qemu-user (make test-arm) by testenv.Scale.
 var wait = testenv.Scale(10 * time.Second)
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startMosquitto runs mosquitto on a free loopback port with the given extra
-// configuration and returns its address.
+// startMosquitto runs mosquitto -v on a free loopback port with the given
+// extra configuration (which names files in dir) and returns its address.
 func startMosquitto(t *testing.T, dir, extra string) string {
 	t.Helper()
-	if _, err := exec.LookPath("mosquitto"); err != nil {
-		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	// mosquitto started as root would switch to a user that cannot read the
-	// test's files.
-	me := "root"
-	if u, err := user.Current(); err == nil {
-		me = u.Username
-	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	writeFile(t, conf, fmt.Sprintf("user %s\nlistener %s 127.0.0.1\n%s", me, port, extra))
-	var log lockedBuffer
-	cmd := exec.Command("mosquitto", "-c", conf, "-v")
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", log.String())
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case <-exited:
-			t.Fatalf("mosquitto exited:\n%s", log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto is not listening on %s:\n%s", addr, log.String())
-		}
-	}
+	return testmosquitto.Start(t, testmosquitto.Options{Dir: dir, Config: extra, Verbose: true}).Addr()
 }
 
 // connect connects an MQTT 5.0 client and returns it with the CONNACK reason.

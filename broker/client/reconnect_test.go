@@ -70,13 +70,13 @@ func TestReconnectAfterBrokerRestartResubscribes(t *testing.T) {
 			if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "cmd/#", QoS: 1}); err != nil {
 				t.Fatal(err)
 			}
-			mq.stop()
+			mq.Stop()
 			states.wait(t, StateDisconnected)
 			// Published while the broker is down: queued, sent after the
 			// reconnection, acknowledged then.
 			done := make(chan error, 1)
 			c.PublishAsync(&Message{Topic: "cmd/queued", Payload: []byte("while down"), QoS: 1}, func(err error) { done <- err })
-			mq.start()
+			mq.Start()
 			states.wait(t, StateConnected)
 			if err := <-done; err != nil {
 				t.Fatal(err)

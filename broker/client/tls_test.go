@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"gatewayd/internal/testmosquitto"
+	"gatewayd/internal/testproc"
 )
 
 // testPKI is a CA with a server certificate for serverName only (no IP
@@ -103,15 +106,15 @@ func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
 
 // startTLSMosquitto runs mosquitto with a TLS listener beside the plain one
 // and returns the TLS listener's URL by IP address.
-func startTLSMosquitto(t *testing.T, p *testPKI, requireCert bool) (*mosquitto, string) {
-	port := freePort(t)
+func startTLSMosquitto(t *testing.T, p *testPKI, requireCert bool) (*testmosquitto.Broker, string) {
+	port := testproc.FreePort(t)
 	conf := fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", port, p.ca, p.serverCert, p.serverKey)
 	if requireCert {
 		conf += "require_certificate true\n"
 	}
 	mq := startMosquitto(t, conf)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	mq.waitListening(addr)
+	mq.WaitListening(addr)
 	return mq, "mqtts://" + addr
 }
 

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"gatewayd/internal/testmosquitto"
+	"gatewayd/internal/testproc"
 )
 
 // wsRelay is an MQTT-over-WebSocket front for a TCP broker: it accepts
@@ -63,7 +66,7 @@ func wsRelay(t *testing.T, target string, secure bool) *httptest.Server {
 	return srv
 }
 
-func wsRoundTrip(t *testing.T, url string, cfg *tls.Config, mq *mosquitto) {
+func wsRoundTrip(t *testing.T, url string, cfg *tls.Config, mq *testmosquitto.Broker) {
 	t.Helper()
 	c := connect(t, Options{URL: url, TLS: cfg, CleanStart: true})
 	got := newCollector()
@@ -121,7 +124,7 @@ func TestWebSocketMosquitto(t *testing.T) {
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed")
 	}
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	conf := filepath.Join(t.TempDir(), "ws.conf")
 	os.WriteFile(conf, []byte("listener "+strconv.Itoa(port)+" 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"), 0o600)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -131,7 +134,7 @@ func TestWebSocketMosquitto(t *testing.T) {
 		// It exited by itself: the listener could not be opened.
 		t.Skipf("this mosquitto cannot open a WebSocket listener (built without libwebsockets): %s", lastLine(string(out)))
 	}
-	wsPort := freePort(t)
+	wsPort := testproc.FreePort(t)
 	mq := startMosquitto(t, "listener "+strconv.Itoa(wsPort)+" 127.0.0.1\nprotocol websockets\n")
 	wsRoundTrip(t, "ws://127.0.0.1:"+strconv.Itoa(wsPort)+"/mqtt", nil, mq)
 }

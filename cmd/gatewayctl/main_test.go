@@ -8,17 +8,16 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testmosquitto"
 )
 
 // bin is the gatewayctl binary built for the tests.
@@ -59,65 +58,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// mosq is a mosquitto run by the test with verbose logging, which the
-// tests read to know when a subscriber's SUBSCRIBE has been handled.
-type mosq struct {
-	port int
-	mu   sync.Mutex
-	log  bytes.Buffer
-}
-
-func (b *mosq) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.log.Write(p)
-}
-
-func (b *mosq) logged(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Contains(b.log.String(), s)
-}
-
-func startBroker(t *testing.T) *mosq {
+// startBroker runs mosquitto with verbose logging, which the tests read to
+// know when a subscriber's SUBSCRIBE has been handled.
+func startBroker(t *testing.T) *testmosquitto.Broker {
 	t.Helper()
-	if _, err := exec.LookPath("mosquitto"); err != nil {
-		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &mosq{port: l.Addr().(*net.TCPAddr).Port}
-	l.Close()
-	me := "root"
-	if u, err := user.Current(); err == nil {
-		me = u.Username
-	}
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	os.WriteFile(conf, fmt.Appendf(nil, "user %s\nlistener %d 127.0.0.1\nallow_anonymous true\n", me, b.port), 0o600)
-	cmd := exec.Command("mosquitto", "-c", conf, "-v")
-	cmd.Stdout, cmd.Stderr = b, b
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	waitFor(t, func() bool {
-		c, err := net.Dial("tcp", b.addr())
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "mosquitto to listen")
-	return b
+	return testmosquitto.Start(t, testmosquitto.Options{Config: "allow_anonymous true\n", Verbose: true})
 }
-
-func (b *mosq) addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
@@ -185,16 +131,16 @@ func ctl(t *testing.T, stdin string, args ...string) (stdout, stderr string, cod
 
 // subscribed starts "gatewayctl sub" with args and waits until the broker
 // has acknowledged its subscription.
-func subscribed(t *testing.T, b *mosq, id string, args ...string) *proc {
+func subscribed(t *testing.T, b *testmosquitto.Broker, id string, args ...string) *proc {
 	t.Helper()
-	p := start(t, append([]string{"sub", "-p", strconv.Itoa(b.port), "-i", id}, args...)...)
-	waitFor(t, func() bool { return b.logged("Sending SUBACK to " + id) }, "the subscription")
+	p := start(t, append([]string{"sub", "-p", strconv.Itoa(b.Port), "-i", id}, args...)...)
+	waitFor(t, func() bool { return b.Logged("Sending SUBACK to " + id) }, "the subscription")
 	return p
 }
 
 func TestSubPrintsWhatPubPublishes(t *testing.T) {
 	b := startBroker(t)
-	port := strconv.Itoa(b.port)
+	port := strconv.Itoa(b.Port)
 	for _, v := range []string{"311", "5"} {
 		for _, q := range []string{"0", "1", "2"} {
 			t.Run("V"+v+"/q"+q, func(t *testing.T) {
@@ -217,7 +163,7 @@ func TestSubPrintsWhatPubPublishes(t *testing.T) {
 
 func TestSubPositionalFilterAndCount(t *testing.T) {
 	b := startBroker(t)
-	port := strconv.Itoa(b.port)
+	port := strconv.Itoa(b.Port)
 	// Flags after the positional filter are accepted too.
 	sub := subscribed(t, b, "pos", "#", "-C", "2", "-q", "1")
 	for _, m := range []string{"one", "two", "three"} {
@@ -235,7 +181,7 @@ func TestSubPositionalFilterAndCount(t *testing.T) {
 
 func TestPubFileStdinNullAndRetain(t *testing.T) {
 	b := startBroker(t)
-	port := strconv.Itoa(b.port)
+	port := strconv.Itoa(b.Port)
 	file := filepath.Join(t.TempDir(), "payload.json")
 	os.WriteFile(file, []byte(`{"t":21.5}`), 0o600)
 	for _, tc := range []struct {
@@ -327,10 +273,10 @@ func TestConnectionFailureExits1(t *testing.T) {
 
 func TestSubURLAndV311(t *testing.T) {
 	b := startBroker(t)
-	sub := start(t, "sub", "--url", "mqtt://"+b.addr(), "-V", "311", "-i", "url-sub", "-t", "u/1", "-t", "u/2", "-C", "2", "-v")
-	waitFor(t, func() bool { return b.logged("Sending SUBACK to url-sub") }, "the subscription")
-	ctl(t, "", "pub", "--url", "tcp://"+b.addr(), "-t", "u/2", "-m", "b")
-	ctl(t, "", "pub", "--url", "mqtt://"+b.addr(), "-t", "u/1", "-m", "a")
+	sub := start(t, "sub", "--url", "mqtt://"+b.Addr(), "-V", "311", "-i", "url-sub", "-t", "u/1", "-t", "u/2", "-C", "2", "-v")
+	waitFor(t, func() bool { return b.Logged("Sending SUBACK to url-sub") }, "the subscription")
+	ctl(t, "", "pub", "--url", "tcp://"+b.Addr(), "-t", "u/2", "-m", "b")
+	ctl(t, "", "pub", "--url", "mqtt://"+b.Addr(), "-t", "u/1", "-m", "a")
 	if code := sub.wait(t); code != 0 {
 		t.Fatalf("exit %d: %s", code, sub.stderr.String())
 	}
