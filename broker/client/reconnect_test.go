@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testproxy"
 )
 
 // stateLog records OnConnectionChange calls and lets a test wait for one.
@@ -101,7 +102,7 @@ func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
 	forEach(t, func(t *testing.T, url string, v packet.Version) {
 		{
 			ver := struct{ v packet.Version }{v}
-			px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
+			px := testproxy.New(t, strings.TrimPrefix(url, "mqtt://"))
 			got := newCollector()
 			watcher := connect(t, Options{URL: url, Protocol: ver.v, CleanStart: true})
 			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "dup/#", QoS: 1}); err != nil {
@@ -116,12 +117,12 @@ func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
 				c = connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "dup-client-" + t.Name(), AutoReconnect: true,
 					Backoff: fastBackoff, OnConnectionChange: states.record})
 			}
-			px.setDrop(func(t packet.Type) bool { return t == packet.PUBACK })
+			px.SetDrop(func(t packet.Type) bool { return t == packet.PUBACK })
 			done := make(chan error, 1)
 			c.PublishAsync(&Message{Topic: "dup/x", Payload: []byte("once"), QoS: 1}, func(err error) { done <- err })
-			<-px.dropped
-			px.setDrop(nil)
-			px.killConns()
+			<-px.Dropped()
+			px.SetDrop(nil)
+			px.Cut(false)
 			select {
 			case err := <-done:
 				if err != nil {
@@ -130,8 +131,8 @@ func TestUnackedQoS1ResentWithDupAfterReconnect(t *testing.T) {
 			case <-testCtx(t).Done():
 				t.Fatal("publish never acknowledged after the reconnection")
 			}
-			pubs := px.sentPackets(packet.PUBLISH)
-			if len(pubs) != 2 || pubs[0].h.Flags&0x08 != 0 || pubs[1].h.Flags&0x08 == 0 || pubs[0].id() != pubs[1].id() {
+			pubs := px.Sent(packet.PUBLISH)
+			if len(pubs) != 2 || pubs[0].Header.Flags&0x08 != 0 || pubs[1].Header.Flags&0x08 == 0 || pubs[0].ID() != pubs[1].ID() {
 				t.Fatalf("client sent %d PUBLISH %+v, want the message then its DUP with the same id", len(pubs), pubs)
 			}
 			if m := got.next(t); string(m.Payload) != "once" {
@@ -145,7 +146,7 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 	forEach(t, func(t *testing.T, url string, v packet.Version) {
 		{
 			ver := struct{ v packet.Version }{v}
-			px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
+			px := testproxy.New(t, strings.TrimPrefix(url, "mqtt://"))
 			got := newCollector()
 			watcher := connect(t, Options{URL: url, Protocol: ver.v, CleanStart: true})
 			if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "q2/#", QoS: 2}); err != nil {
@@ -158,20 +159,20 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 			if _, err := c.Subscribe(testCtx(t), back.handle, Subscription{Filter: "q2back/#", QoS: 1}); err != nil {
 				t.Fatal(err)
 			}
-			px.setDrop(func(t packet.Type) bool { return t == packet.PUBCOMP })
+			px.SetDrop(func(t packet.Type) bool { return t == packet.PUBCOMP })
 			done := make(chan error, 1)
 			c.PublishAsync(&Message{Topic: "q2/x", Payload: []byte("exactly once"), QoS: 2}, func(err error) { done <- err })
-			<-px.dropped
-			px.setDrop(nil)
-			px.killConns()
+			<-px.Dropped()
+			px.SetDrop(nil)
+			px.Cut(false)
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			if n := len(px.sentPackets(packet.PUBLISH)); n != 1 {
+			if n := len(px.Sent(packet.PUBLISH)); n != 1 {
 				t.Fatalf("PUBLISH sent %d times; after PUBREC only PUBREL is resent", n)
 			}
-			rels := px.sentPackets(packet.PUBREL)
-			if len(rels) != 2 || rels[0].id() != rels[1].id() {
+			rels := px.Sent(packet.PUBREL)
+			if len(rels) != 2 || rels[0].ID() != rels[1].ID() {
 				t.Fatalf("PUBREL sent %d times, want twice with the same id", len(rels))
 			}
 			if m := got.next(t); string(m.Payload) != "exactly once" {
@@ -179,7 +180,7 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 			}
 			// The session was resumed: the subscription was kept by the
 			// server, not sent again.
-			if n := len(px.sentPackets(packet.SUBSCRIBE)); n != 1 {
+			if n := len(px.Sent(packet.SUBSCRIBE)); n != 1 {
 				t.Fatalf("SUBSCRIBE sent %d times; a resumed session keeps subscriptions", n)
 			}
 			if err := watcher.Publish(testCtx(t), &Message{Topic: "q2back/x", Payload: []byte("kept"), QoS: 1}); err != nil {
@@ -199,28 +200,28 @@ func TestQoS2ResumesWithPubrelAfterReconnect(t *testing.T) {
 
 func TestPingTimeoutDeclaresConnectionDead(t *testing.T) {
 	mq := startMosquitto(t, "")
-	px := newProxy(t, mq.Addr())
+	px := testproxy.New(t, mq.Addr())
 	states := newStateLog()
 	connect(t, Options{URL: px.URL(), KeepAlive: time.Second, PingTimeout: time.Second, OnConnectionChange: states.record})
 	// The server goes silent: nothing it sends gets through.
-	px.setDrop(func(packet.Type) bool { return true })
+	px.SetDrop(func(packet.Type) bool { return true })
 	states.wait(t, StateDisconnected)
 	if err := states.lastErr(); !errors.Is(err, ErrPingTimeout) {
 		t.Fatalf("connection ended with %v, want ErrPingTimeout", err)
 	}
-	if n := len(px.sentPackets(packet.PINGREQ)); n == 0 {
+	if n := len(px.Sent(packet.PINGREQ)); n == 0 {
 		t.Fatal("no PINGREQ sent")
 	}
 }
 
 func TestKeepAliveKeepsIdleConnection(t *testing.T) {
 	mq := startMosquitto(t, "")
-	px := newProxy(t, mq.Addr())
+	px := testproxy.New(t, mq.Addr())
 	states := newStateLog()
 	connect(t, Options{URL: px.URL(), KeepAlive: time.Second, OnConnectionChange: states.record})
 	// Wait for two PINGREQs answered; the connection stays up.
 	ctx := testCtx(t)
-	for len(px.sentPackets(packet.PINGREQ)) < 2 {
+	for len(px.Sent(packet.PINGREQ)) < 2 {
 		select {
 		case <-ctx.Done():
 			t.Fatal("fewer than two PINGREQ sent")
@@ -383,7 +384,7 @@ func TestSlowHandlerDoesNotLookLikeDeadServer(t *testing.T) {
 // QoS 1 message it never acknowledged is sent again as a new message.
 func TestUnackedResentAsNewWhenSessionLost(t *testing.T) {
 	forEach(t, func(t *testing.T, url string, v packet.Version) {
-		px := newProxy(t, strings.TrimPrefix(url, "mqtt://"))
+		px := testproxy.New(t, strings.TrimPrefix(url, "mqtt://"))
 		got := newCollector()
 		watcher := connect(t, Options{URL: url, Protocol: v, CleanStart: true})
 		if _, err := watcher.Subscribe(testCtx(t), got.handle, Subscription{Filter: "lost/#", QoS: 1}); err != nil {
@@ -391,20 +392,20 @@ func TestUnackedResentAsNewWhenSessionLost(t *testing.T) {
 		}
 		c := connect(t, Options{URL: px.URL(), Protocol: v, ClientID: "lost-" + t.Name(), CleanStart: true,
 			AutoReconnect: true, Backoff: fastBackoff})
-		px.setDrop(func(t packet.Type) bool { return t == packet.PUBACK })
+		px.SetDrop(func(t packet.Type) bool { return t == packet.PUBACK })
 		done := make(chan error, 1)
 		c.PublishAsync(&Message{Topic: "lost/x", Payload: []byte("again"), QoS: 1}, func(err error) { done <- err })
-		<-px.dropped
-		px.setDrop(nil)
-		px.killConns()
+		<-px.Dropped()
+		px.SetDrop(nil)
+		px.Cut(false)
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 		if c.Server().SessionPresent {
 			t.Fatal("session present after a clean start without expiry")
 		}
-		pubs := px.sentPackets(packet.PUBLISH)
-		if len(pubs) != 2 || pubs[1].h.Flags&0x08 != 0 {
+		pubs := px.Sent(packet.PUBLISH)
+		if len(pubs) != 2 || pubs[1].Header.Flags&0x08 != 0 {
 			t.Fatalf("client sent %d PUBLISH, want the message then a fresh copy (no DUP)", len(pubs))
 		}
 		// Delivered (once or twice: QoS 1 is at least once).
