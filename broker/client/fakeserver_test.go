@@ -99,17 +99,27 @@ func (s *fakeServer) subscribe() {
 	s.write(ack)
 }
 
+// serveSubscribed plays the fake server of the next connection from servers:
+// it accepts the CONNECT with a plain CONNACK, grants the SUBSCRIBE, then runs
+// script. The channel returned is closed when script has returned.
+func serveSubscribed(servers chan *fakeServer, script func(s *fakeServer)) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s := <-servers
+		s.accept(&packet.Connack{})
+		s.subscribe()
+		script(s)
+	}()
+	return done
+}
+
 func TestInboundQoS2DeliveredExactlyOnce(t *testing.T) {
 	for _, ver := range versions {
 		t.Run(ver.name, func(t *testing.T) {
 			dial, servers := pipeDialer(t, ver.v)
 			got := newCollector()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				s := <-servers
-				s.accept(&packet.Connack{})
-				s.subscribe()
+			done := serveSubscribed(servers, func(s *fakeServer) {
 				pub := func(dup bool, payload string) {
 					s.write(&packet.Publish{Dup: dup, QoS: 2, PacketID: 7, Topic: []byte("q2/in"), Payload: []byte(payload)})
 				}
@@ -122,7 +132,7 @@ func TestInboundQoS2DeliveredExactlyOnce(t *testing.T) {
 				pub(false, "b") // the id is free again after PUBCOMP
 				s.expectAck(packet.PUBREC, 7)
 				s.finish()
-			}()
+			})
 			c := connect(t, Options{Dialer: dial, Protocol: ver.v, KeepAlive: -1, ClientID: "q2"})
 			if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "q2/#", QoS: 2}); err != nil {
 				t.Fatal(err)
@@ -142,12 +152,7 @@ func TestInboundTopicAliases(t *testing.T) {
 	dial, servers := pipeDialer(t, packet.V5)
 	got := newCollector()
 	states := newStateLog()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s := <-servers
-		s.accept(&packet.Connack{})
-		s.subscribe()
+	done := serveSubscribed(servers, func(s *fakeServer) {
 		aliased := func(topic string, alias uint16, payload string) {
 			p := &packet.Publish{Topic: []byte(topic), Payload: []byte(payload)}
 			p.Props.TopicAlias = alias
@@ -163,7 +168,7 @@ func TestInboundTopicAliases(t *testing.T) {
 			t.Errorf("client answered an invalid alias with %#v, want DISCONNECT 0x94", d)
 		}
 		s.finish()
-	}()
+	})
 	c := connect(t, Options{Dialer: dial, KeepAlive: -1, ConnectProperties: ConnectProperties{TopicAliasMaximum: 5},
 		OnConnectionChange: states.record})
 	if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "sensors/#"}); err != nil {

@@ -18,12 +18,7 @@ func TestManualAckInArrivalOrder(t *testing.T) {
 		t.Run(ver.name, func(t *testing.T) {
 			dial, servers := pipeDialer(t, ver.v)
 			got := newCollector()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				s := <-servers
-				s.accept(&packet.Connack{})
-				s.subscribe()
+			done := serveSubscribed(servers, func(s *fakeServer) {
 				s.write(&packet.Publish{QoS: 1, PacketID: 1, Topic: []byte("in/a"), Payload: []byte("x")})
 				s.write(&packet.Publish{QoS: 2, PacketID: 7, Topic: []byte("in/a"), Payload: []byte("a")})
 				s.write(&packet.Publish{Dup: true, QoS: 2, PacketID: 7, Topic: []byte("in/a"), Payload: []byte("a")})
@@ -43,7 +38,7 @@ func TestManualAckInArrivalOrder(t *testing.T) {
 				s.write(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
 				s.expectAck(packet.PUBCOMP, 7)
 				s.finish()
-			}()
+			})
 			c := connect(t, Options{Dialer: dial, Protocol: ver.v, KeepAlive: -1, ClientID: "manual", ManualAck: true})
 			if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "in/#", QoS: 2}); err != nil {
 				t.Fatal(err)
@@ -75,13 +70,8 @@ func TestManualAckInArrivalOrder(t *testing.T) {
 func TestManualAckAcrossReconnect(t *testing.T) {
 	dial, servers := pipeDialer(t, packet.V5)
 	got := newCollector()
-	done := make(chan struct{})
 	second := make(chan struct{})
-	go func() {
-		defer close(done)
-		s := <-servers
-		s.accept(&packet.Connack{})
-		s.subscribe()
+	done := serveSubscribed(servers, func(s *fakeServer) {
 		s.write(&packet.Publish{QoS: 1, PacketID: 1, Topic: []byte("in/a"), Payload: []byte("x")})
 		<-second
 		s.nc.Close()
@@ -93,7 +83,7 @@ func TestManualAckAcrossReconnect(t *testing.T) {
 		s.expectAck(packet.PUBACK, 1)
 		s.expectAck(packet.PUBACK, 2)
 		s.finish()
-	}()
+	})
 	c := connect(t, Options{Dialer: dial, KeepAlive: -1, ClientID: "manual", ManualAck: true,
 		AutoReconnect: true, Backoff: Backoff{Base: time.Millisecond, Cap: 10 * time.Millisecond}})
 	if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "in/#", QoS: 1}); err != nil {
@@ -151,17 +141,15 @@ func TestNoGapWhenConnectionEndsBehindBusyHandler(t *testing.T) {
 	}
 	var s *fakeServer
 	accepted := make(chan struct{})
-	go func() {
-		s = <-servers
-		s.accept(&packet.Connack{})
-		s.subscribe()
+	serveSubscribed(servers, func(fs *fakeServer) {
+		s = fs
 		close(accepted)
 		var burst []byte
 		for i := range 300 {
 			burst, _ = packet.Append(burst, &packet.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: []byte("in/a"), Payload: []byte(strconv.Itoa(i))}, packet.V311)
 		}
 		s.nc.Write(burst) // cut short when the test closes the connection
-	}()
+	})
 	c := connect(t, Options{Dialer: dial, Protocol: packet.V311, KeepAlive: -1, ClientID: "gap", CleanStart: true})
 	if _, err := c.Subscribe(testCtx(t), handler, Subscription{Filter: "in/#", QoS: 1}); err != nil {
 		t.Fatal(err)
