@@ -11,14 +11,19 @@ import (
 	"gatewayd/broker"
 )
 
-// startGatewayd runs gatewayd's own broker in the test process and returns
-// its port.
-func startGatewayd(t *testing.T) string {
+// startGatewayd runs gatewayd's own broker in the test process, on a
+// loopback port and without $SYS publishing unless setup (if not nil)
+// changes its configuration and options, and returns it with its port.
+func startGatewayd(t *testing.T, setup func(*broker.Config, *broker.Options)) (*broker.Server, string) {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}
 	cfg.SysInterval = 0
-	srv, err := broker.New(cfg, broker.Options{Logger: slog.New(slog.DiscardHandler)})
+	opts := broker.Options{Logger: slog.New(slog.DiscardHandler)}
+	if setup != nil {
+		setup(&cfg, &opts)
+	}
+	srv, err := broker.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,11 +35,11 @@ func startGatewayd(t *testing.T) string {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return strconv.Itoa(srv.Addrs()[0].(*net.TCPAddr).Port)
+	return srv, strconv.Itoa(srv.Addrs()[0].(*net.TCPAddr).Port)
 }
 
 func TestAgainstGatewaydBroker(t *testing.T) {
-	port := startGatewayd(t)
+	_, port := startGatewayd(t, nil)
 	// Retained: published first, received by a later subscriber.
 	if _, stderr, code := ctl(t, "", "pub", "-p", port, "-q", "1", "-r", "-t", "gw/status", "-m", "online"); code != 0 {
 		t.Fatalf("pub exit %d: %s", code, stderr)

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,22 +9,10 @@ import (
 )
 
 func TestStatusShowsBrokerBridgesAndDevices(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}
-	cfg.SysInterval = time.Hour // published once at start, retained
-	srv, err := broker.New(cfg, broker.Options{Logger: slog.New(slog.DiscardHandler), Version: "v7.7.7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+	srv, port := startGatewayd(t, func(c *broker.Config, o *broker.Options) {
+		c.SysInterval = time.Hour // published once at start, retained
+		o.Version = "v7.7.7"
 	})
-	port := strconv.Itoa(srv.Addrs()[0].(*net.TCPAddr).Port)
 	// What a bridge publishes.
 	srv.PublishSys("$SYS/broker/bridge/cloud/state", "connected")
 	srv.PublishSys("$SYS/broker/bridge/cloud/queued/messages", "12")
@@ -57,7 +41,7 @@ func TestStatusShowsBrokerBridgesAndDevices(t *testing.T) {
 }
 
 func TestStatusOfABrokerWithoutSysFails(t *testing.T) {
-	port := startGatewayd(t) // sys_interval 0: no $SYS topics
+	_, port := startGatewayd(t, nil) // sys_interval 0: no $SYS topics
 	_, stderr, code := ctl(t, "", "status", "-p", port, "-w", "500ms")
 	if code != 1 || !strings.Contains(stderr, "no $SYS/broker topics") {
 		t.Errorf("exit %d: %s", code, stderr)
