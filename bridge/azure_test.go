@@ -19,7 +19,7 @@ func TestProfileAzureIoTHub(t *testing.T) {
 	g := startGateway(t, t.TempDir())
 	hub := cloudSubscriber(t, m, "hub-reader", "devices/dev1/messages/events/#")
 	cfg := Config{
-		Name: "azure", Profile: ProfileAzure, URL: m.TLSURL(), TLS: TLS{CAFile: m.ca},
+		Name: "azure", Profile: ProfileAzure, URL: m.TLSURL(), TLS: TLS{CAFile: m.CAFile},
 		ConnectionString: "HostName=127.0.0.1;DeviceId=dev1;SharedAccessKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=",
 		Backoff:          Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond},
 		Topics: []Rule{

@@ -2,122 +2,14 @@ package bridge
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"gatewayd/broker/client"
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testproxy"
 )
-
-// wanProxy relays TCP with a fixed delay each way, as a cellular uplink
-// would (latency only; bandwidth is the loopback's).
-type wanProxy struct {
-	ln     net.Listener
-	target string
-	delay  time.Duration // one way
-
-	mu    sync.Mutex
-	down  bool
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newWANProxy(tb testing.TB, target string, rtt time.Duration) *wanProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &wanProxy{ln: ln, target: target, delay: rtt / 2}
-	p.wg.Add(1)
-	go p.accept()
-	tb.Cleanup(func() {
-		ln.Close()
-		p.setDown(true)
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *wanProxy) URL() string { return "mqtt://" + p.ln.Addr().String() }
-
-func (p *wanProxy) accept() {
-	defer p.wg.Done()
-	for {
-		cc, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			cc.Close()
-			continue
-		}
-		sc, err := net.Dial("tcp", p.target)
-		if err != nil {
-			cc.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, cc, sc)
-		p.mu.Unlock()
-		p.wg.Add(4)
-		go p.relay(cc, sc)
-		go p.relay(sc, cc)
-	}
-}
-
-// relay passes what it reads from one side to the other delay later, in
-// order.
-func (p *wanProxy) relay(from, to net.Conn) {
-	type chunk struct {
-		due time.Time
-		b   []byte
-	}
-	ch := make(chan chunk, 1<<14)
-	go func() {
-		defer p.wg.Done()
-		defer to.Close()
-		for c := range ch {
-			time.Sleep(time.Until(c.due))
-			if _, err := to.Write(c.b); err != nil {
-				for range ch {
-				}
-				return
-			}
-		}
-	}()
-	defer p.wg.Done()
-	defer close(ch)
-	defer from.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			ch <- chunk{time.Now().Add(p.delay), append([]byte(nil), buf[:n]...)}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// setDown cuts every connection and refuses new ones (true), or accepts
-// them again (false).
-func (p *wanProxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
 
 // How fast a backlog queued during an outage drains to the cloud over a link
 // with a 100 ms round trip, by window size: the cloud's arrival rate from the
@@ -128,7 +20,9 @@ func BenchmarkBacklogDrainWAN(b *testing.B) {
 		b.Run(fmt.Sprintf("max_inflight=%d", w), func(b *testing.B) {
 			n := max(50, 20*w)
 			m := startMosquitto(b)
-			p := newWANProxy(b, m.Addr(), rtt)
+			// A cellular uplink: latency only, bandwidth is the loopback's.
+			p := testproxy.New(b, m.Addr())
+			p.SetDelay(rtt / 2)
 			g := startGateway(b, b.TempDir())
 			var mu sync.Mutex
 			var got int
@@ -161,7 +55,7 @@ func BenchmarkBacklogDrainWAN(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
-				p.setDown(true)
+				p.Cut(true)
 				waitLost(b, br, 10*time.Second)
 				publishSeq(b, pub, "sensors/seq", 1, 0, n)
 				waitQueued(b, br, n, 10*time.Second)
@@ -169,7 +63,7 @@ func BenchmarkBacklogDrainWAN(b *testing.B) {
 				got = 0
 				mu.Unlock()
 				b.StartTimer()
-				p.setDown(false)
+				p.Restore()
 				deadline := time.Now().Add(2 * time.Minute)
 				for {
 					select {

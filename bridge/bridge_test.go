@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gatewayd/broker/client"
+	"gatewayd/internal/testproxy"
 )
 
 func byTopic(ms []*client.Message, topic string) []*client.Message {
@@ -40,7 +41,7 @@ func TestBridgeDirectionsPrefixesQoSRetainAndNoLoops(t *testing.T) {
 			g := startGateway(t, t.TempDir())
 			cfg := Config{
 				Name: "cloud", URL: m.TLSURL(), Username: cloudUser, Password: cloudPass, Protocol: proto,
-				TLS:     TLS{CAFile: m.ca},
+				TLS:     TLS{CAFile: m.CAFile},
 				Backoff: Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond},
 				Topics: []Rule{
 					{Pattern: "#", Direction: DirOut, QoS: 1, LocalPrefix: "sensors/", RemotePrefix: "gw1/sensors/"},
@@ -180,7 +181,7 @@ func TestBridgeDirectionsPrefixesQoSRetainAndNoLoops(t *testing.T) {
 func TestBridgeSysTopics(t *testing.T) {
 	m := startMosquitto(t)
 	g := startGateway(t, t.TempDir())
-	p := newProxy(t, m.Addr())
+	p := testproxy.New(t, m.Addr())
 	b := startBridge(t, g, basicConfig(p.URL()))
 	waitState(t, b, "connected", 10*time.Second)
 	sys := newRecorder()
@@ -190,9 +191,9 @@ func TestBridgeSysTopics(t *testing.T) {
 	}
 	sys.waitFor(t, 5*time.Second, "state connected", has("$SYS/broker/bridge/cloud/state", "connected"))
 	sys.waitFor(t, 5*time.Second, "sent counter", func(ms []*client.Message) bool { return len(byTopic(ms, "$SYS/broker/bridge/cloud/sent")) > 0 })
-	p.cut(true)
+	p.Cut(true)
 	sys.waitFor(t, 10*time.Second, "state disconnected", has("$SYS/broker/bridge/cloud/state", "disconnected"))
-	p.restore()
+	p.Restore()
 	waitState(t, b, "connected", 10*time.Second)
 	if b.Stats().Reconnects < 1 {
 		t.Errorf("reconnects %d", b.Stats().Reconnects)

@@ -1,27 +1,16 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +21,7 @@ import (
 	"gatewayd/broker/packet"
 	"gatewayd/broker/state"
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testmosquitto"
 )
 
 var full = flag.Bool("bridge.full", false, "run the long outage variant (10,000 messages, 60 s outage)")
@@ -45,54 +35,27 @@ const (
 	cloudPass = "s3cret-pass"
 )
 
-// mosquitto is the cloud: a real mosquitto with password authentication, a
-// plain and a TLS listener, and persistence, run by the test.
-type mosquitto struct {
-	t       testing.TB
-	dir     string
-	port    int
-	tlsPort int
-	ca      string // PEM file of the CA that signed the server certificate
-	conf    string
-	mu      sync.Mutex
-	log     bytes.Buffer
-	cmd     *exec.Cmd
-	exited  chan struct{}
-}
-
-func (m *mosquitto) Write(p []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.log.Write(p)
-}
-
-func startMosquitto(t testing.TB) *mosquitto { return startMosquittoAuth(t, true) }
+// startMosquitto starts the cloud: a real mosquitto with password
+// authentication, a plain and a TLS listener, and persistence.
+func startMosquitto(t testing.TB) *testmosquitto.Broker { return startMosquittoAuth(t, true) }
 
 // startMosquittoAuth starts mosquitto with password authentication, or
 // without (anonymous clients, any user name and password accepted).
-func startMosquittoAuth(t testing.TB, passwords bool) *mosquitto {
+func startMosquittoAuth(t testing.TB, passwords bool) *testmosquitto.Broker {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Skip("mosquitto is not installed (apt-get install mosquitto)")
 	}
-	m := &mosquitto{t: t, dir: t.TempDir(), port: freePort(t), tlsPort: freePort(t)}
-	me := "root"
-	if u, err := user.Current(); err == nil {
-		me = u.Username
-	}
-	pw := filepath.Join(m.dir, "passwd")
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
 	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, cloudUser, cloudPass).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
 	}
-	m.ca = filepath.Join(m.dir, "ca.pem")
-	cert, key := filepath.Join(m.dir, "server.pem"), filepath.Join(m.dir, "server.key")
-	writeCerts(t, m.ca, cert, key)
 	auth := "allow_anonymous false\npassword_file " + pw
 	if !passwords {
 		auth = "allow_anonymous true"
 	}
-	conf := fmt.Sprintf(`user %s
-per_listener_settings false
+	conf := fmt.Sprintf(`per_listener_settings false
 %s
 persistence true
 persistence_location %s/
@@ -100,19 +63,8 @@ autosave_interval 0
 max_queued_messages 0
 max_inflight_messages 0
 %s
-listener %d 127.0.0.1
-listener %d 127.0.0.1
-cafile %s
-certfile %s
-keyfile %s
-`, me, auth, m.dir, logTypes(), m.port, m.tlsPort, m.ca, cert, key)
-	m.conf = filepath.Join(m.dir, "mosquitto.conf")
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m.start()
-	t.Cleanup(m.kill)
-	return m
+`, auth, dir, logTypes())
+	return testmosquitto.Start(t, testmosquitto.Options{Dir: dir, Config: conf, TLS: true})
 }
 
 func logTypes() string {
@@ -120,293 +72,6 @@ func logTypes() string {
 		return "log_type all"
 	}
 	return "log_type error\nlog_type warning\nlog_type notice"
-}
-
-func (m *mosquitto) Addr() string   { return "127.0.0.1:" + strconv.Itoa(m.port) }
-func (m *mosquitto) URL() string    { return "mqtt://" + m.Addr() }
-func (m *mosquitto) TLSURL() string { return "mqtts://127.0.0.1:" + strconv.Itoa(m.tlsPort) }
-
-func (m *mosquitto) start() {
-	m.t.Helper()
-	cmd := exec.Command("mosquitto", "-c", m.conf)
-	cmd.Stdout, cmd.Stderr = m, m
-	if err := cmd.Start(); err != nil {
-		m.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	m.cmd, m.exited = cmd, exited
-	deadline := time.Now().Add(testenv.Scale(15 * time.Second))
-	for {
-		c, err := net.Dial("tcp", m.Addr())
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			m.t.Fatalf("mosquitto exited:\n%s", m.logText())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("mosquitto not listening:\n%s", m.logText())
-		}
-	}
-}
-
-func (m *mosquitto) logText() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.log.String()
-}
-
-// restart stops mosquitto as systemd would (SIGTERM: it saves its
-// persistence file) and starts it again on the same ports.
-func (m *mosquitto) restart() {
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.exited:
-	case <-time.After(10 * time.Second):
-		m.cmd.Process.Kill()
-		<-m.exited
-	}
-	m.start()
-}
-
-func (m *mosquitto) kill() {
-	m.cmd.Process.Kill()
-	<-m.exited
-	if m.t.Failed() {
-		m.t.Logf("mosquitto log:\n%s", m.logText())
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// writeCerts makes a CA and a server certificate for 127.0.0.1 and localhost.
-func writeCerts(t testing.TB, caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bridge test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(caFile, "CERTIFICATE", caDER)
-	write(certFile, "CERTIFICATE", der)
-	write(keyFile, "EC PRIVATE KEY", keyDER)
-}
-
-// proxy relays TCP between the bridge and mosquitto, to cut the link or to
-// black-hole it (stop carrying bytes while keeping the connections open).
-type proxy struct {
-	t      testing.TB
-	ln     net.Listener
-	target string
-
-	mu       sync.Mutex
-	conns    []net.Conn
-	down     bool // refuse new connections (close them at once)
-	blackout bool // hold new and existing connections silent
-	accepted int
-	// dropSubscribes: the next that many SUBSCRIBE packets from a client
-	// are not carried; their connection is closed instead (the link failed
-	// between CONNACK and SUBSCRIBE).
-	dropSubscribes int
-	wg             sync.WaitGroup
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{t: t, ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) URL() string { return "mqtt://" + p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		cc, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		p.accepted++
-		if p.down {
-			p.mu.Unlock()
-			cc.Close()
-			continue
-		}
-		p.mu.Unlock()
-		sc, err := net.Dial("tcp", p.target)
-		if err != nil {
-			cc.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, cc, sc)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.relay(cc, sc, true)
-		go p.relay(sc, cc, false)
-	}
-}
-
-func (p *proxy) relay(from, to net.Conn, fromClient bool) {
-	defer p.wg.Done()
-	defer from.Close()
-	defer to.Close()
-	buf := make([]byte, 32<<10)
-	var split packetSplitter
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			hole := p.blackout
-			if fromClient && p.dropSubscribes > 0 {
-				if at := split.find(buf[:n], packet.SUBSCRIBE); at >= 0 {
-					p.dropSubscribes--
-					p.mu.Unlock()
-					to.Write(buf[:at])
-					return
-				}
-			}
-			p.mu.Unlock()
-			if !hole {
-				if _, werr := to.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// dropSubscribe makes the proxy close, instead of carrying, the next n
-// SUBSCRIBE packets that clients send.
-func (p *proxy) dropSubscribe(n int) {
-	p.mu.Lock()
-	p.dropSubscribes = n
-	p.mu.Unlock()
-}
-
-// packetSplitter follows MQTT packet boundaries in one direction of a
-// stream.
-type packetSplitter struct {
-	typ  packet.Type // of the packet being read
-	hdr  []byte      // its fixed header so far
-	skip int         // bytes of its body still to come
-}
-
-// find follows b and returns the offset in b at which the first packet of
-// type t begins, or -1.
-func (s *packetSplitter) find(b []byte, t packet.Type) int {
-	for i := 0; i < len(b); {
-		if s.skip > 0 {
-			n := min(s.skip, len(b)-i)
-			s.skip -= n
-			i += n
-			continue
-		}
-		if len(s.hdr) == 0 && packet.Type(b[i]>>4) == t {
-			return i
-		}
-		s.hdr = append(s.hdr, b[i])
-		i++
-		if len(s.hdr) == 1 || b[i-1]&0x80 != 0 {
-			continue
-		}
-		rem, mul := 0, 1
-		for _, c := range s.hdr[1:] {
-			rem += int(c&0x7f) * mul
-			mul *= 128
-		}
-		s.hdr, s.skip = s.hdr[:0], rem
-	}
-	return -1
-}
-
-// cut closes every relayed connection (both sides) and, with down, refuses
-// new ones until restore.
-func (p *proxy) cut(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// blackHole swallows every byte in both directions without closing anything.
-func (p *proxy) blackHole() {
-	p.mu.Lock()
-	p.blackout = true
-	p.mu.Unlock()
-}
-
-// restore carries bytes again for new connections; black-holed ones are
-// closed (their peers have given up on them).
-func (p *proxy) restore() {
-	p.mu.Lock()
-	wasHole := p.blackout
-	p.down, p.blackout = false, false
-	if wasHole {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-	p.mu.Unlock()
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.cut(true)
-	p.wg.Wait()
 }
 
 // gateway is the embedded broker with a durable store in dir.
@@ -534,7 +199,7 @@ func (r *recorder) waitFor(t testing.TB, d time.Duration, what string, cond func
 // are unique per test, so the first connection finds none): what
 // the bridge delivered reaches it even across its own or mosquitto's
 // restarts. That is what "arrived upstream" means in these tests.
-func cloudSubscriber(t testing.TB, m *mosquitto, id string, filters ...string) *recorder {
+func cloudSubscriber(t testing.TB, m *testmosquitto.Broker, id string, filters ...string) *recorder {
 	t.Helper()
 	rec := newRecorder()
 	rec.opts = client.Options{

@@ -8,6 +8,8 @@ import (
 
 	"gatewayd/broker/client"
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testmosquitto"
+	"gatewayd/internal/testproxy"
 )
 
 // outageSize is N messages published during an outage of about d.
@@ -33,20 +35,20 @@ func TestOutageNothingLost(t *testing.T) {
 		run  func(t *testing.T, e *outageEnv)
 	}{
 		{"link cut", func(t *testing.T, e *outageEnv) {
-			e.p.cut(true)
+			e.p.Cut(true)
 			waitState(t, e.b, "disconnected", 10*time.Second)
 			e.publishDuringOutage(t)
-			e.p.restore()
+			e.p.Restore()
 		}},
 		{"link black-holed", func(t *testing.T, e *outageEnv) {
-			e.p.blackHole()
+			e.p.BlackHole()
 			e.publishDuringOutage(t)
 			// Nothing closed the connection: the keepalive must find out.
 			waitLost(t, e.b, 30*time.Second)
 			if e.b.Stats().Sent != e.sentBefore {
 				t.Errorf("sent %d during a black hole", e.b.Stats().Sent-e.sentBefore)
 			}
-			e.p.restore()
+			e.p.Restore()
 		}},
 		{"cloud broker restarted", func(t *testing.T, e *outageEnv) {
 			// What arrived upstream is judged by a subscriber whose session
@@ -57,18 +59,18 @@ func TestOutageNothingLost(t *testing.T) {
 			// no fault of the bridge.
 			off := cloudSubscriber(t, e.m, "upstream-offline", "gw1/sensors/seq")
 			off.offline(t)
-			e.p.cut(true)
+			e.p.Cut(true)
 			e.publishDuringOutage(t)
-			e.p.restore()
+			e.p.Restore()
 			// Restart mosquitto in the middle of the drain.
 			e.up.waitFor(t, 60*time.Second, "a quarter drained", arrived(e.n/4))
-			e.m.restart()
+			e.m.Restart()
 			waitQueued(t, e.b, 0, 120*time.Second)
 			off.online(t)
 			e.up = off
 		}},
 		{"gateway broker restarted", func(t *testing.T, e *outageEnv) {
-			e.p.cut(true)
+			e.p.Cut(true)
 			e.publishDuringOutage(t)
 			queued := e.b.Stats().QueuedMessages
 			if queued != e.n {
@@ -81,7 +83,7 @@ func TestOutageNothingLost(t *testing.T) {
 			if q := e.b.Stats().QueuedMessages; q != queued {
 				t.Errorf("queued %d after the restart, want %d", q, queued)
 			}
-			e.p.restore()
+			e.p.Restore()
 		}},
 	}
 	for _, c := range cases {
@@ -103,8 +105,8 @@ func TestOutageNothingLost(t *testing.T) {
 }
 
 type outageEnv struct {
-	m          *mosquitto
-	p          *proxy
+	m          *testmosquitto.Broker
+	p          *testproxy.Proxy
 	dir        string
 	g          *gateway
 	b          *Bridge
@@ -119,7 +121,7 @@ type outageEnv struct {
 func newOutageEnv(t *testing.T) *outageEnv {
 	e := &outageEnv{m: startMosquitto(t), dir: t.TempDir()}
 	e.n, e.outage = outageSize()
-	e.p = newProxy(t, e.m.Addr())
+	e.p = testproxy.New(t, e.m.Addr())
 	e.g = startGateway(t, e.dir)
 	e.up = cloudSubscriber(t, e.m, "upstream", "gw1/sensors/seq", "gw1/sensors/q0")
 	e.cfg = basicConfig(e.p.URL())
@@ -144,7 +146,7 @@ func (e *outageEnv) publishDuringOutage(t *testing.T) {
 // after an outage (the bridge's session upgrades them to QoS 1).
 func TestOutageQoS0ReadingsQueued(t *testing.T) {
 	e := newOutageEnv(t)
-	e.p.cut(true)
+	e.p.Cut(true)
 	waitState(t, e.b, "disconnected", 10*time.Second)
 	const n = 200
 	for i := range n {
@@ -153,7 +155,7 @@ func TestOutageQoS0ReadingsQueued(t *testing.T) {
 		}
 	}
 	waitQueued(t, e.b, n, 10*time.Second)
-	e.p.restore()
+	e.p.Restore()
 	got := e.up.waitFor(t, 30*time.Second, "QoS 0 readings upstream", arrived(n))
 	checkSequence(t, got, n)
 }
@@ -166,8 +168,8 @@ func TestOutageSubscriptionLostWithLink(t *testing.T) {
 	for _, proto := range []string{"5", "3.1.1"} {
 		t.Run("protocol "+proto, func(t *testing.T) {
 			m := startMosquitto(t)
-			p := newProxy(t, m.Addr())
-			p.dropSubscribe(1)
+			p := testproxy.New(t, m.Addr())
+			p.DropSubscribes(1)
 			g := startGateway(t, t.TempDir())
 			cfg := basicConfig(p.URL())
 			cfg.Protocol = proto

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gatewayd/broker/client"
+	"gatewayd/internal/testproxy"
 )
 
 func payloads(ms []*client.Message) []string {
@@ -70,7 +71,7 @@ func TestQueueBoundsByPolicy(t *testing.T) {
 					t.Errorf("dropped %d rejected %d, want %d and %d", st.Dropped["queue_full"], st.Rejected["queue_full"], c.dropped, c.refused)
 				}
 				waitInflightOut(t, e.b, w)
-				e.p.restore()
+				e.p.Restore()
 				got := e.up.waitFor(t, 20*time.Second, "queue drained", func(ms []*client.Message) bool { return len(ms) >= len(c.want) })
 				waitQueued(t, e.b, 0, 10*time.Second)
 				if !equal(payloads(got), c.want) {
@@ -95,7 +96,7 @@ func TestQueueMaxAge(t *testing.T) {
 			if got := e.b.Stats().Dropped["expired"]; got != uint64(5-w) {
 				t.Errorf("expired %d, want %d (messages %d-4; 0-%d are in flight)", got, 5-w, w, w-1)
 			}
-			e.p.restore()
+			e.p.Restore()
 			want := seqs(append(span(0, w-1), span(5, 9)...)...)
 			got := e.up.waitFor(t, 20*time.Second, "fresh ones arrive", count(len(want)))
 			if !equal(payloads(got), want) {
@@ -111,7 +112,7 @@ type queueEnv struct {
 
 func newQueueEnv(t *testing.T, q Queue, window int) queueEnv {
 	e := &outageEnv{m: startMosquitto(t), dir: t.TempDir()}
-	e.p = newProxy(t, e.m.Addr())
+	e.p = testproxy.New(t, e.m.Addr())
 	e.g = startGateway(t, e.dir)
 	e.up = cloudSubscriber(t, e.m, "upstream", "gw1/sensors/seq")
 	e.cfg = basicConfig(e.p.URL())
@@ -120,7 +121,7 @@ func newQueueEnv(t *testing.T, q Queue, window int) queueEnv {
 	e.b = startBridge(t, e.g, e.cfg)
 	waitState(t, e.b, "connected", 10*time.Second)
 	e.pub = localClient(t, e.g, "sensor")
-	e.p.cut(true)
+	e.p.Cut(true)
 	waitState(t, e.b, "disconnected", 10*time.Second)
 	return queueEnv{e}
 }
@@ -134,7 +135,7 @@ func TestProfileAWSIoTLimits(t *testing.T) {
 	up := cloudSubscriber(t, m, "upstream", "dt/#")
 	cfg := Config{
 		Name: "aws", URL: m.TLSURL(), Profile: ProfileAWSIoT, ClientID: "thing-1",
-		Username: cloudUser, Password: cloudPass, TLS: TLS{CAFile: m.ca},
+		Username: cloudUser, Password: cloudPass, TLS: TLS{CAFile: m.CAFile},
 		Topics: []Rule{{Pattern: "#", QoS: 2, LocalPrefix: "sensors/", RemotePrefix: "dt/"}},
 	}
 	b := startBridge(t, g, cfg)
@@ -175,7 +176,7 @@ func TestDrainRateHolds(t *testing.T) {
 	e.b = startBridge(t, e.g, e.cfg)
 	publishSeq(t, e.pub, "sensors/seq", 1, 0, n)
 	waitQueued(t, e.b, n, 10*time.Second)
-	e.p.restore()
+	e.p.Restore()
 	got := e.up.waitFor(t, 30*time.Second, "drained", arrived(n))
 	checkSequence(t, got, n)
 	waitQueued(t, e.b, 0, 10*time.Second) // the last PUBACK may come after the subscriber's copy

@@ -13,6 +13,8 @@ import (
 	"gatewayd/broker/client"
 	"gatewayd/broker/packet"
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testmosquitto"
+	"gatewayd/internal/testproxy"
 )
 
 // Directions through a tap.
@@ -332,7 +334,7 @@ func waitInflightOut(t *testing.T, b *Bridge, n int) {
 
 // windowEnv is a bridge to mosquitto through a tap.
 type windowEnv struct {
-	m   *mosquitto
+	m   *testmosquitto.Broker
 	tp  *tap
 	g   *gateway
 	b   *Bridge
@@ -630,7 +632,7 @@ func TestWindowInLinkCutMidDrain(t *testing.T) {
 		t.Run("protocol "+proto, func(t *testing.T) {
 			const n = 1000
 			m := startMosquitto(t)
-			p := newProxy(t, m.Addr())
+			p := testproxy.New(t, m.Addr())
 			g := startGateway(t, t.TempDir())
 			cfg := basicConfig(p.URL())
 			cfg.Protocol = proto
@@ -639,15 +641,15 @@ func TestWindowInLinkCutMidDrain(t *testing.T) {
 			b := startBridge(t, g, cfg)
 			waitState(t, b, "connected", 10*time.Second)
 			waitSubscribed(t, b, 10*time.Second)
-			p.cut(true)
+			p.Cut(true)
 			waitLost(t, b, 10*time.Second)
 			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-app", Username: cloudUser, Password: cloudPass, CleanStart: true})
 			publishSeq(t, cloud, "cloud/cmd/seq", 1, 0, n)
-			p.restore()
+			p.Restore()
 			local.waitFor(t, 60*time.Second, "a quarter arrived locally", arrived(n/4))
-			p.cut(true)
+			p.Cut(true)
 			waitLost(t, b, 10*time.Second)
-			p.restore()
+			p.Restore()
 			got := local.waitFor(t, 60*time.Second, "all arrived locally", arrived(n))
 			dups := checkSequence(t, got, n)
 			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
