@@ -133,16 +133,21 @@ func (b *Bridge) toCloud(m *client.Message) (client.Message, bool) {
 func (w *outWindow) ackDoneLocked() {
 	n := 0
 	for n < len(w.q) && w.q[n].state == entryDone {
-		w.q[n].local.Ack()
-		w.q[n] = nil
 		n++
+	}
+	// Out of the bridge's hands before the local acknowledgements go, so
+	// that whoever sees them gone from the local queue sees them out of
+	// Stats.InflightOut too.
+	w.size.Store(int64(len(w.q) - n))
+	for i := range n {
+		w.q[i].local.Ack()
+		w.q[i] = nil
 	}
 	w.q = w.q[n:]
 	w.fresh = max(0, w.fresh-n)
 	if len(w.q) == 0 {
 		w.q = nil
 	}
-	w.size.Store(int64(len(w.q)))
 }
 
 // nextLocked returns the message to send next on cl, if one may go now, and
