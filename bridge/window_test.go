@@ -17,37 +17,24 @@ import (
 	"gatewayd/internal/testproxy"
 )
 
-// Directions through a tap.
-const (
-	toCloud  = 0 // bridge to cloud
-	toBridge = 1 // cloud to bridge
-)
-
-// tap relays TCP between the bridge and mosquitto like proxy does, reads the
-// MQTT packets going through, and can hold back everything going one way:
-// it sees what the cloud has received and what the bridge was told.
+// tap relays TCP between the bridge and mosquitto (a testproxy.Proxy: cut,
+// restore, hold back one way) and reads the MQTT packets it carries: it sees
+// what the cloud has received and what the bridge was told.
 type tap struct {
-	t      *testing.T
-	ln     net.Listener
-	target string
-	v      packet.Version
+	*testproxy.Proxy
+	v packet.Version
 	// Data messages: PUBLISH from the bridge on topics starting so.
 	prefix string
 
 	mu    sync.Mutex
-	down  bool // refuse new connections
-	hold  [2]bool
-	links []*tapLink
+	links []*tapLink // by connection, in the order accepted
 	// The most QoS 1/2 data PUBLISH that were unacknowledged at once on
 	// one connection: sent by the bridge, no PUBACK passed back to it.
 	maxUnacked int
-	wg         sync.WaitGroup
 }
 
-// tapLink is one relayed connection.
+// tapLink is what went through one relayed connection.
 type tapLink struct {
-	conns   [2]net.Conn // [toCloud] writes to the cloud, [toBridge] to the bridge
-	held    [2][]byte
 	unacked map[uint16]string // data PUBLISH not yet acknowledged: their payloads
 	sent    []string          // payloads of data PUBLISH sent, in order
 	acked   map[string]bool   // payloads whose PUBACK reached the bridge
@@ -56,98 +43,24 @@ type tapLink struct {
 
 func newTap(t *testing.T, target string, v packet.Version, prefix string) *tap {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &tap{t: t, ln: ln, target: target, v: v, prefix: prefix}
-	tp.wg.Add(1)
-	go tp.accept()
-	t.Cleanup(tp.close)
+	tp := &tap{Proxy: testproxy.New(t, target), v: v, prefix: prefix}
+	tp.Watch(tp.observe)
 	return tp
 }
 
-func (tp *tap) URL() string { return "mqtt://" + tp.ln.Addr().String() }
-
-func (tp *tap) accept() {
-	defer tp.wg.Done()
-	for {
-		cc, err := tp.ln.Accept()
-		if err != nil {
-			return
-		}
-		tp.mu.Lock()
-		refuse := tp.down
-		tp.mu.Unlock()
-		if refuse {
-			cc.Close()
-			continue
-		}
-		sc, err := net.Dial("tcp", tp.target)
-		if err != nil {
-			cc.Close()
-			continue
-		}
-		l := &tapLink{conns: [2]net.Conn{sc, cc}, unacked: map[uint16]string{}, acked: map[string]bool{}}
-		tp.mu.Lock()
-		tp.links = append(tp.links, l)
-		tp.mu.Unlock()
-		tp.wg.Add(2)
-		go tp.relay(l, cc, toCloud)
-		go tp.relay(l, sc, toBridge)
+// observe notes what the packets the proxy carries say.
+func (tp *tap) observe(e testproxy.Event) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for len(tp.links) <= e.Conn {
+		tp.links = append(tp.links, &tapLink{unacked: map[uint16]string{}, acked: map[string]bool{}})
 	}
-}
-
-// relay reads whole packets from one side and passes them on, or holds them.
-func (tp *tap) relay(l *tapLink, from net.Conn, dir int) {
-	defer tp.wg.Done()
-	defer tp.closeLink(l)
-	var buf []byte
-	chunk := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(chunk)
-		buf = append(buf, chunk[:n]...)
-		for {
-			h, hn, herr := packet.DecodeFixedHeader(buf)
-			if herr != nil {
-				tp.t.Errorf("tap: %v", herr)
-				return
-			}
-			if hn == 0 || len(buf) < hn+h.Remaining {
-				break
-			}
-			pk := buf[:hn+h.Remaining]
-			tp.mu.Lock()
-			if tp.hold[dir] {
-				l.held[dir] = append(l.held[dir], pk...)
-			} else {
-				tp.passLocked(l, dir, pk)
-			}
-			tp.mu.Unlock()
-			buf = buf[hn+h.Remaining:]
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// passLocked writes whole packets on and notes what they say.
-func (tp *tap) passLocked(l *tapLink, dir int, pks []byte) {
-	if l.closed {
-		return
-	}
-	for rest := pks; len(rest) > 0; {
-		h, hn, _ := packet.DecodeFixedHeader(rest)
-		tp.observeLocked(l, dir, h, rest[hn:hn+h.Remaining])
-		rest = rest[hn+h.Remaining:]
-	}
-	l.conns[dir].Write(pks)
-}
-
-func (tp *tap) observeLocked(l *tapLink, dir int, h packet.FixedHeader, body []byte) {
+	l := tp.links[e.Conn]
+	h, body := e.Header, e.Body
 	switch {
-	case h.Type == packet.PUBLISH && dir == toCloud:
+	case e.Closed:
+		l.closed = true
+	case h.Type == packet.PUBLISH && e.Dir == testproxy.ToBroker:
 		qos := (h.Flags >> 1) & 3
 		tl := int(binary.BigEndian.Uint16(body))
 		topic := string(body[2 : 2+tl])
@@ -169,7 +82,7 @@ func (tp *tap) observeLocked(l *tapLink, dir int, h packet.FixedHeader, body []b
 			l.unacked[id] = string(rest)
 			tp.maxUnacked = max(tp.maxUnacked, len(l.unacked))
 		}
-	case (h.Type == packet.PUBACK || h.Type == packet.PUBREC) && dir == toBridge:
+	case (h.Type == packet.PUBACK || h.Type == packet.PUBREC) && e.Dir == testproxy.ToClient:
 		id := binary.BigEndian.Uint16(body)
 		if p, ok := l.unacked[id]; ok {
 			l.acked[p] = true
@@ -188,55 +101,6 @@ func uvarint(b []byte) (v, n int) {
 		}
 	}
 	return v, n
-}
-
-func (tp *tap) closeLink(l *tapLink) {
-	tp.mu.Lock()
-	l.closed = true
-	l.held = [2][]byte{}
-	tp.mu.Unlock()
-	l.conns[toCloud].Close()
-	l.conns[toBridge].Close()
-}
-
-// setHold holds back (true) or passes on again (false, with what was held)
-// everything going one way.
-func (tp *tap) setHold(dir int, on bool) {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	tp.hold[dir] = on
-	if !on {
-		for _, l := range tp.links {
-			if len(l.held[dir]) > 0 {
-				tp.passLocked(l, dir, l.held[dir])
-				l.held[dir] = nil
-			}
-		}
-	}
-}
-
-// cut closes every relayed connection (what was held is lost) and, with
-// down, refuses new ones until restore.
-func (tp *tap) cut(down bool) {
-	tp.mu.Lock()
-	tp.down = down
-	links := tp.links
-	tp.mu.Unlock()
-	for _, l := range links {
-		tp.closeLink(l)
-	}
-}
-
-func (tp *tap) restore() {
-	tp.mu.Lock()
-	tp.down, tp.hold = false, [2]bool{}
-	tp.mu.Unlock()
-}
-
-func (tp *tap) close() {
-	tp.ln.Close()
-	tp.cut(true)
-	tp.wg.Wait()
 }
 
 // unacked returns how many data PUBLISH are unacknowledged on the live
@@ -397,7 +261,7 @@ func TestWindowOutUsedAndBounded(t *testing.T) {
 		t.Run(fmt.Sprintf("protocol %s/max_inflight %d", c.proto, c.window), func(t *testing.T) {
 			e := newWindowEnv(t, c.proto, c.window, nil)
 			const n = 300
-			e.tp.setHold(toBridge, true)
+			e.tp.Hold(testproxy.ToClient, true)
 			publishSeq(t, e.pub, "sensors/seq", 1, 0, n)
 			e.tp.waitUnacked(t, c.want, false)
 			waitQueued(t, e.b, n, 10*time.Second)
@@ -409,7 +273,7 @@ func TestWindowOutUsedAndBounded(t *testing.T) {
 			if st := e.b.Stats(); st.InflightOut != c.want || st.Sent != 0 {
 				t.Errorf("in flight %d (want %d), sent %d (want 0)", st.InflightOut, c.want, st.Sent)
 			}
-			e.tp.setHold(toBridge, false)
+			e.tp.Hold(testproxy.ToClient, false)
 			got := e.up.waitFor(t, 60*time.Second, "all arrived upstream", arrived(n))
 			if dups := checkSequence(t, got, n); dups != 0 {
 				t.Errorf("%d repeats without a reconnection", dups)
@@ -459,13 +323,13 @@ func TestWindowLinkLostMidDrain(t *testing.T) {
 				// Past the burst of one second's worth.
 				n, mid = 600, 300
 			}
-			e.tp.cut(true)
+			e.tp.Cut(true)
 			waitLost(t, e.b, 10*time.Second)
 			publishSeq(t, e.pub, "sensors/seq", 1, 0, n)
 			waitQueued(t, e.b, n, 10*time.Second)
-			e.tp.restore()
+			e.tp.Restore()
 			e.up.waitFor(t, 60*time.Second, "some drained", arrived(mid))
-			e.tp.setHold(toBridge, true)
+			e.tp.Hold(testproxy.ToClient, true)
 			if c.rate > 0 {
 				// A few in flight, the rest of the window waiting for
 				// drain_rate.
@@ -479,9 +343,9 @@ func TestWindowLinkLostMidDrain(t *testing.T) {
 				// back (the new one waits for its CONNACK until then).
 				e.tp.waitUnacked(t, 0, false)
 			} else {
-				e.tp.cut(false)
+				e.tp.Cut(false)
 			}
-			e.tp.setHold(toBridge, false)
+			e.tp.Hold(testproxy.ToClient, false)
 			got := e.up.waitFor(t, 120*time.Second, "all arrived upstream", arrived(n))
 			dups := checkSequence(t, got, n)
 			if dups > c.window {
