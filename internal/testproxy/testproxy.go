@@ -1,10 +1,15 @@
 // Package testproxy relays TCP between MQTT clients and a broker for a test,
 // to stage what a network does to a link: it cuts links and refuses new ones,
-// black-holes them (the connections stay open, no byte passes), delays every
-// packet as a slow uplink does, drops chosen packets on their way from the
-// broker (lost acknowledgements, unanswered pings), and closes a connection
-// at a client's SUBSCRIBE (a link failing between CONNACK and SUBSCRIBE). It
-// follows MQTT packet boundaries and records the packets clients send.
+// black-holes them (the connections stay open, nothing passes), delays every
+// packet as a slow uplink does, holds back everything going one way until
+// released (acknowledgements that have not come back yet), drops chosen
+// packets on their way from the broker (lost acknowledgements, unanswered
+// pings), and closes a connection at a client's SUBSCRIBE (a link failing
+// between CONNACK and SUBSCRIBE).
+//
+// It follows MQTT packet boundaries: it records the packets clients send,
+// reports every packet it carries to a watcher, and fails the test on a
+// malformed one.
 //
 // Only tests import it.
 package testproxy
