@@ -1,41 +1,19 @@
 package main
 
 import (
-	"context"
-	"log/slog"
-	"net"
-	"strconv"
 	"testing"
-	"time"
 
 	"gatewayd/broker"
+	"gatewayd/internal/testbroker"
 )
 
-// startGatewayd runs gatewayd's own broker in the test process, on a
-// loopback port and without $SYS publishing unless setup (if not nil)
-// changes its configuration and options, and returns it with its port.
+// startGatewayd runs gatewayd's own broker in the test process (no $SYS
+// publishing unless setup, if not nil, changes that) and returns it with its
+// port.
 func startGatewayd(t *testing.T, setup func(*broker.Config, *broker.Options)) (*broker.Server, string) {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}
-	cfg.SysInterval = 0
-	opts := broker.Options{Logger: slog.New(slog.DiscardHandler)}
-	if setup != nil {
-		setup(&cfg, &opts)
-	}
-	srv, err := broker.New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return srv, strconv.Itoa(srv.Addrs()[0].(*net.TCPAddr).Port)
+	srv := testbroker.Start(t, setup)
+	return srv, testbroker.Port(srv)
 }
 
 func TestAgainstGatewaydBroker(t *testing.T) {

@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"gatewayd/broker"
 	"gatewayd/broker/state"
+	"gatewayd/internal/testbroker"
 )
 
 type fakeHealth struct{ writeErrors uint64 }
@@ -17,16 +16,7 @@ func (f *fakeHealth) Stats() state.Stats      { return state.Stats{WriteErrors: 
 func (f *fakeHealth) Damaged() (bool, string) { return false, "" }
 
 func TestHealthProbeFailsOnStoreWriteErrorsAndPassesWhenTheyStop(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Name: "t", Address: "127.0.0.1:0"}}
-	srv, err := broker.New(cfg, broker.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv := testbroker.Start(t, nil)
 
 	store := &fakeHealth{writeErrors: 3} // failures before the probe began do not count
 	p := newHealthProbe(srv, store)
@@ -48,15 +38,7 @@ func TestHealthProbeFailsOnStoreWriteErrorsAndPassesWhenTheyStop(t *testing.T) {
 }
 
 func TestHealthProbeFailsWhenTheBrokerDoesNotAnswer(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Name: "t", Address: "127.0.0.1:0"}}
-	srv, err := broker.New(cfg, broker.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv := testbroker.Start(t, nil)
 	srv.Shutdown(context.Background()) // a stopped broker answers nobody
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

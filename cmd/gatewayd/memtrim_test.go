@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
 	"gatewayd/broker"
+	"gatewayd/internal/testbroker"
 )
 
 // TestTrimmerTrimsOnceAfterEachBurstAndNeverDuringTraffic feeds the trimmer
@@ -77,16 +77,7 @@ func TestTrimmerTrimsOnceAfterEachBurstAndNeverDuringTraffic(t *testing.T) {
 // TestMemoryTrimFollowsAWaveOfClients runs the trimmer on a real broker:
 // clients connecting in a wave and then staying idle are followed by a trim.
 func TestMemoryTrimFollowsAWaveOfClients(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	cfg.Listeners = []broker.ListenerConfig{{Name: "t", Address: "127.0.0.1:0"}}
-	srv, err := broker.New(cfg, broker.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv := testbroker.Start(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); runMemoryTrim(ctx, srv) }()
