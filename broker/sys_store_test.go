@@ -7,31 +7,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"gatewayd/broker/packet"
 	"gatewayd/broker/state"
+	"gatewayd/internal/testproc"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // sysValue reads $SYS publishes from c until topic has a value for which ok
 // is true, and returns it.
@@ -72,7 +54,7 @@ func TestSysStoreDamagedAndWear(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logBuf lockedBuffer
+	var logBuf testproc.Buffer // safe for the logger and the test to share
 	logger := slog.New(slog.NewTextHandler(&logBuf, nil))
 	_, addr := startServer(t, func(c *Config) { c.SysInterval = 50 * time.Millisecond }, Options{Store: d, Logger: logger})
 	if l := logBuf.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "damaged") {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/internal/testproc"
+
 	"github.com/creack/pty"
 )
 
@@ -75,7 +77,7 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var msErr syncBuffer
+	var msErr testproc.Buffer
 	ms.Stderr = &msErr
 	if err := ms.Start(); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"gatewayd/broker/auth"
 	"gatewayd/config"
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testproc"
 )
 
 // These tests build the real gatewayd binary once and run it as a
@@ -67,31 +68,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a subprocess's output while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running gatewayd.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	lines  chan string // stdout, line by line
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout testproc.Buffer
+	stderr testproc.Buffer
 	done   chan struct{}
 	err    error // from Wait, once done is closed
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gatewayd/internal/testproc"
 )
 
 // scrapeMetric fetches http://addr/metrics and returns the value of name.
@@ -105,7 +107,7 @@ func TestMetricsCountPublishesByQoS(t *testing.T) {
 	total := counts[0] + counts[1] + counts[2]
 
 	subsBefore := scrapeMetric(t, maddr, "gatewayd_broker_subscriptions")
-	var subOut, subErr syncBuffer
+	var subOut, subErr testproc.Buffer
 	ms := exec.Command(sub, "-h", host, "-p", port, "-q", "2", "-t", "qos/#", "-C", strconv.Itoa(total), "-W", "60")
 	ms.Stdout, ms.Stderr = &subOut, &subErr
 	if err := ms.Start(); err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/internal/testproc"
+
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -159,7 +161,7 @@ func TestSIGHUPStartsAndStopsBridges(t *testing.T) {
 type mosquittoSub struct {
 	cmd   *exec.Cmd
 	lines chan string
-	out   syncBuffer
+	out   testproc.Buffer
 	done  chan struct{}
 }
 
