@@ -306,6 +306,9 @@ func newCrashSubscriber(t *testing.T, parent context.Context, addr string) *cras
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: "crash-sub",
+			// paho's default of 10 s for the SUBACK is a deadline, not what
+			// this test checks; on a loaded machine only the hang guard is.
+			PacketTimeout: hangGuard,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(paho.PublishReceived) (bool, error) { return true, nil },
 			},
