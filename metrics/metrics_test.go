@@ -98,12 +98,25 @@ func startBroker(t *testing.T) (*broker.Server, *state.Durable) {
 	return srv, store
 }
 
+// serveMetrics serves /metrics for src on a free loopback port until the
+// test ends.
+func serveMetrics(t *testing.T, src Sources) *Server {
+	t.Helper()
+	m, err := Listen(Config{Address: "127.0.0.1:0"}, src, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { m.Serve(); close(served) }()
+	t.Cleanup(func() { m.Shutdown(context.Background()); <-served })
+	return m
+}
+
 func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 	srv, store := startBroker(t)
-	quiet := slog.New(slog.DiscardHandler)
 
 	last := time.Now().Add(-90 * time.Second)
-	m, err := Listen(Config{Address: "127.0.0.1:0"}, Sources{
+	m := serveMetrics(t, Sources{
 		Version: "v1.2.3",
 		Broker:  srv.Stats,
 		Store:   store,
@@ -113,13 +126,7 @@ func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 		Devices: func() []drivers.DeviceStats {
 			return []drivers.DeviceStats{{Name: "porch", Driver: "bme280", Online: true, Reads: 10, Errors: 1, LastSuccess: last}}
 		},
-	}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { m.Serve(); close(served) }()
-	defer func() { m.Shutdown(context.Background()); <-served }()
+	})
 	addr := m.Addr().String()
 
 	before := scrape(t, addr)
@@ -293,14 +300,13 @@ func value(mf *dto.MetricFamily, m *dto.Metric) float64 {
 
 func TestScrapeParsesWithPrometheusTextParser(t *testing.T) {
 	srv, store := startBroker(t)
-	quiet := slog.New(slog.DiscardHandler)
 	publishQoS1(t, srv.Addrs()[0].String())
 
 	// Names a configuration may hold: the text format must escape the quote,
 	// the backslash and the newline, and keep UTF-8 as it is.
 	odd := "site \"A\" \\ north\nwing ü"
 	aMinuteAgo := time.Now().Add(-time.Minute)
-	m, err := Listen(Config{Address: "127.0.0.1:0"}, Sources{
+	m := serveMetrics(t, Sources{
 		Version: "v1.2.3",
 		Broker:  srv.Stats,
 		Store:   store,
@@ -317,13 +323,7 @@ func TestScrapeParsesWithPrometheusTextParser(t *testing.T) {
 				{Name: odd, Driver: "ds18b20", Reads: 3, Errors: 8},
 			}
 		},
-	}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { m.Serve(); close(served) }()
-	defer func() { m.Shutdown(context.Background()); <-served }()
+	})
 
 	resp, plain := get(t, m.Addr().String(), "identity")
 	if f := expfmt.ResponseFormat(resp.Header); f.FormatType() != expfmt.TypeTextPlain {
