@@ -453,6 +453,15 @@ func (c *conn) disconnect(reason packet.ReasonCode, why string) {
 // closeNow closes the connection without flushing its output.
 func (c *conn) closeNow() {
 	c.outMu.Lock()
+	c.dropOutputLocked()
+	c.outMu.Unlock()
+	c.nc.Close()
+}
+
+// dropOutputLocked gives up c's pending output: the connection is closed and
+// nothing more is written; publishers waiting for room are woken. The caller
+// holds c.outMu.
+func (c *conn) dropOutputLocked() {
 	c.closed = true
 	if c.outP != nil {
 		putOut(c.outP)
@@ -461,8 +470,6 @@ func (c *conn) closeNow() {
 	if c.waiters > 0 {
 		c.wakeLocked()
 	}
-	c.outMu.Unlock()
-	c.nc.Close()
 }
 
 // finish runs when the reader is done: it makes sure the socket closes (after
@@ -856,14 +863,8 @@ func (c *conn) writeLoop() {
 		putOut(p)
 		if err != nil {
 			c.outMu.Lock()
-			c.closed, c.writing = true, false
-			if c.outP != nil {
-				putOut(c.outP)
-				c.outP = nil
-			}
-			if c.waiters > 0 {
-				c.wakeLocked()
-			}
+			c.writing = false
+			c.dropOutputLocked()
 			c.outMu.Unlock()
 			c.nc.Close()
 			return

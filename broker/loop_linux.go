@@ -280,21 +280,15 @@ func (l *eventLoop) end(c *conn, err error) {
 	}
 	c.finish()
 	c.outMu.Lock()
-	if c.outP != nil {
-		if len(*c.outP) > 0 && c.lc.fd >= 0 && !c.lc.shut.Load() {
-			// Best effort: what the socket takes now goes out before the
-			// FIN (a refusing CONNACK, a DISCONNECT with its reason).
-			if n, _ := rawWrite(c.lc.fd, *c.outP); n > 0 {
-				c.s.stats.bytesSent.Add(uint64(n))
-			}
+	if c.outP != nil && len(*c.outP) > 0 && c.lc.fd >= 0 && !c.lc.shut.Load() {
+		// Best effort: what the socket takes now goes out before the FIN
+		// (a refusing CONNACK, a DISCONNECT with its reason).
+		if n, _ := rawWrite(c.lc.fd, *c.outP); n > 0 {
+			c.s.stats.bytesSent.Add(uint64(n))
 		}
-		putOut(c.outP)
-		c.outP = nil
 	}
-	c.closed, c.writing = true, false
-	if c.waiters > 0 {
-		c.wakeLocked()
-	}
+	c.writing = false
+	c.dropOutputLocked()
 	c.lc.mu.Lock()
 	if c.lc.fd >= 0 {
 		unix.Close(c.lc.fd)
@@ -342,13 +336,8 @@ func (c *conn) flushLocked() {
 		return
 	}
 	if lc.fd < 0 || lc.shut.Load() {
-		putOut(c.outP)
-		c.outP = nil
 		c.writing = false
-		c.closed = true
-		if c.waiters > 0 {
-			c.wakeLocked()
-		}
+		c.dropOutputLocked()
 		return
 	}
 	p := *c.outP
@@ -392,13 +381,8 @@ func (c *conn) flushLocked() {
 	default:
 		// The client is gone: the loop sees the shut-down socket and ends
 		// the connection.
-		putOut(c.outP)
-		c.outP = nil
 		c.writing = false
-		c.closed = true
-		if c.waiters > 0 {
-			c.wakeLocked()
-		}
+		c.dropOutputLocked()
 		lc.mu.Lock()
 		lc.shutdownLocked()
 		lc.mu.Unlock()
