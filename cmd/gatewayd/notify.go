@@ -111,6 +111,7 @@ func pingBroker(ctx context.Context, srv *broker.Server) error {
 	if !ok {
 		deadline = time.Now().Add(5 * time.Second)
 	}
+	budget := time.Until(deadline)
 	c, s := net.Pipe()
 	defer c.Close()
 	// A broker that never answers keeps this goroutine; the watchdog then
@@ -142,13 +143,21 @@ func pingBroker(ctx context.Context, srv *broker.Server) error {
 	}
 	// DISCONNECT, then wait for the broker to close its end, so that the
 	// probe is gone from the client count before the status line is made.
+	// The close gets a budget of its own as long as the whole probe's, not
+	// what is left of it: a busy moment must neither leave the probe counted
+	// in the status line nor pass unseen. Probe and close together stay
+	// within two thirds of the watchdog interval.
 	c.Write([]byte{0xE0, 0})
-	io.Copy(io.Discard, c)
+	c.SetDeadline(time.Now().Add(budget))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return fmt.Errorf("waiting for the broker to close the probe's connection: %w", err)
+	}
 	return nil
 }
 
 // runWatchdog pings systemd's watchdog (WATCHDOG_USEC) at a third of its
-// interval, each time the probe passes within that third. It returns when ctx
+// interval, each time the probe passes within that third (the close of its
+// connection may take another). It returns when ctx
 // ends; without a watchdog it returns at once.
 func runWatchdog(ctx context.Context, log *slog.Logger, check func(context.Context) error, status func() string) {
 	interval, err := daemon.SdWatchdogEnabled(false)
