@@ -13,9 +13,8 @@ import (
 // built and shared by every queue that holds it.
 type message struct {
 	state.Message
-	topic []byte            // Topic's bytes, for encoding without copying
-	props packet.Properties // v5 properties forwarded to subscribers
-	size  int               // bytes counted against queue bounds
+	props *packet.Properties // v5 properties forwarded to subscribers; nil: none
+	size  int                // bytes counted against queue bounds
 	// internal messages ($SYS) are never written to the store: they are
 	// rebuilt every interval and would only wear the SD card.
 	internal bool
@@ -33,11 +32,15 @@ func stringOf(b []byte) string {
 }
 
 // newMessage copies a PUBLISH (which aliases a read buffer) into a message.
+// The topic and the payload share one allocation.
 func newMessage(id uint64, p *packet.Publish, topic, origin string, expiry, now time.Time) *message {
+	b := make([]byte, len(topic)+len(p.Payload))
+	copy(b, topic)
+	copy(b[len(topic):], p.Payload)
 	m := &message{Message: state.Message{
 		ID:      id,
-		Topic:   topic,
-		Payload: append([]byte(nil), p.Payload...),
+		Topic:   stringOf(b[:len(topic)]),
+		Payload: b[len(topic):len(b):len(b)],
 		QoS:     p.QoS,
 		Retain:  p.Retain,
 		Expiry:  expiry,
@@ -66,34 +69,47 @@ func newMessage(id uint64, p *packet.Publish, topic, origin string, expiry, now 
 
 // build derives the encoding helpers from the durable fields.
 func (m *message) build() {
-	m.topic = bytesOf(m.Topic)
-	m.props = packet.Properties{}
+	m.props = nil
+	if !m.HasFormat && m.ContentType == "" && m.ResponseTopic == "" && m.CorrelationData == nil && len(m.User) == 0 {
+		m.sized()
+		return
+	}
+	pr := &packet.Properties{}
 	if m.HasFormat {
-		m.props.PayloadFormat = m.PayloadFormat
-		m.props.Set(packet.PropPayloadFormat)
+		pr.PayloadFormat = m.PayloadFormat
+		pr.Set(packet.PropPayloadFormat)
 	}
 	if m.ContentType != "" {
-		m.props.ContentType = bytesOf(m.ContentType)
+		pr.ContentType = bytesOf(m.ContentType)
 	}
 	if m.ResponseTopic != "" {
-		m.props.ResponseTopic = bytesOf(m.ResponseTopic)
+		pr.ResponseTopic = bytesOf(m.ResponseTopic)
 	}
 	if m.CorrelationData != nil {
-		m.props.CorrelationData = m.CorrelationData
+		pr.CorrelationData = m.CorrelationData
 	}
 	if len(m.User) > 0 {
-		m.props.User = make([]packet.UserProperty, len(m.User))
+		pr.User = make([]packet.UserProperty, len(m.User))
 		for i, u := range m.User {
-			m.props.User[i] = packet.UserProperty{Key: bytesOf(u.Key), Value: bytesOf(u.Value)}
+			pr.User[i] = packet.UserProperty{Key: bytesOf(u.Key), Value: bytesOf(u.Value)}
 		}
 	}
+	m.props = pr
+	m.sized()
+}
+
+// sized sets the size counted against queue bounds.
+func (m *message) sized() {
 	m.size = len(m.Topic) + len(m.Payload) + 64
 }
 
 // publish fills p with m as published (QoS, retain as received), without
 // expiry; the caller adjusts per delivery.
 func (m *message) publish(p *packet.Publish) {
-	*p = packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.topic, Props: m.props, Payload: m.Payload}
+	*p = packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: bytesOf(m.Topic), Payload: m.Payload}
+	if m.props != nil {
+		p.Props = *m.props
+	}
 }
 
 func (m *message) expired(now time.Time) bool {
@@ -175,6 +191,18 @@ func (t *tx) commit(done func(error)) {
 	}
 	s.store.Commit(b, done)
 	s.storeMu.Unlock()
+}
+
+// commitAck is commit with c's acknowledgement of the inbound QoS 1/2
+// PUBLISH id as done (conn.ackStored); without a batch to store it is sent
+// at once, with no callback to allocate.
+func (t *tx) commitAck(c *conn, qos byte, id uint16) {
+	if !t.locked || len(t.ops) == 0 {
+		t.commit(nil)
+		c.ackStored(qos, id, nil)
+		return
+	}
+	t.commit(func(err error) { c.ackStored(qos, id, err) })
 }
 
 func (s *Server) logCommitError(err error) {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"gatewayd/broker/packet"
@@ -84,7 +83,7 @@ type pubSource struct {
 
 func (src *pubSource) message(s *Server) *message {
 	if src.msg == nil {
-		src.msg = newMessage(s.nextMsg.Add(1)-1, src.p, strings.Clone(src.topic), src.origin, src.expiry, src.now)
+		src.msg = newMessage(s.nextMsg.Add(1)-1, src.p, src.topic, src.origin, src.expiry, src.now)
 	}
 	return src.msg
 }
@@ -430,7 +429,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 		return true
 	}
 	c.inflightIn.Add(1)
-	t.commit(c.ackWhenStored(p.QoS, p.PacketID))
+	t.commitAck(c, p.QoS, p.PacketID)
 	if src.slow != nil {
 		c.mayBlock()
 		s.awaitQueue(src.slow)
@@ -438,46 +437,45 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	return true
 }
 
-// ackWhenStored returns the store callback that acknowledges an inbound
-// QoS 1/2 PUBLISH: the acknowledgement is the broker's promise to deliver,
-// so it goes out only once the store has everything the message needs.
-func (c *conn) ackWhenStored(qos byte, id uint16) func(error) {
-	return func(err error) {
-		kind := packet.PUBACK
-		if qos == 2 {
-			kind = packet.PUBREC
-		}
-		if qos == 1 || err != nil {
-			c.inflightIn.Add(-1)
-		}
-		if err == nil {
-			if qos == 2 {
-				se := c.sess
-				se.mu.Lock()
-				if _, ok := se.inbound[id]; ok {
-					se.inbound[id] = true
-				}
-				se.mu.Unlock()
-			}
-			c.sendAck(kind, id, packet.Success, "")
-			return
-		}
-		c.s.stats.storeFailures.Add(1)
-		c.s.log.Warn("broker: message not stored, refusing it", "client", c.clientID(), "packet_id", id, "err", err)
+// ackStored acknowledges an inbound QoS 1/2 PUBLISH once the batch that
+// records it is stored (err nil) or has failed: the acknowledgement is the
+// broker's promise to deliver, so it goes out only once the store has
+// everything the message needs (see tx.commitAck).
+func (c *conn) ackStored(qos byte, id uint16, err error) {
+	kind := packet.PUBACK
+	if qos == 2 {
+		kind = packet.PUBREC
+	}
+	if qos == 1 || err != nil {
+		c.inflightIn.Add(-1)
+	}
+	if err == nil {
 		if qos == 2 {
 			se := c.sess
 			se.mu.Lock()
-			delete(se.inbound, id)
+			if _, ok := se.inbound[id]; ok {
+				se.inbound[id] = true
+			}
 			se.mu.Unlock()
 		}
-		if c.version == packet.V5 {
-			c.sendAck(kind, id, packet.QuotaExceeded, "message could not be stored")
-			return
-		}
-		// 3.1.1 has no negative acknowledgement: closing makes the client
-		// send the message again later.
-		c.closeNow()
+		c.sendAck(kind, id, packet.Success, "")
+		return
 	}
+	c.s.stats.storeFailures.Add(1)
+	c.s.log.Warn("broker: message not stored, refusing it", "client", c.clientID(), "packet_id", id, "err", err)
+	if qos == 2 {
+		se := c.sess
+		se.mu.Lock()
+		delete(se.inbound, id)
+		se.mu.Unlock()
+	}
+	if c.version == packet.V5 {
+		c.sendAck(kind, id, packet.QuotaExceeded, "message could not be stored")
+		return
+	}
+	// 3.1.1 has no negative acknowledgement: closing makes the client
+	// send the message again later.
+	c.closeNow()
 }
 
 // released handles PUBREL: the inbound QoS 2 flow ends with PUBCOMP.

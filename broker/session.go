@@ -416,10 +416,12 @@ func (ob *outbound) fill(p *packet.Publish, now time.Time, dup bool) bool {
 		Dup:      dup,
 		QoS:      ob.qos,
 		Retain:   ob.retain,
-		Topic:    m.topic,
+		Topic:    bytesOf(m.Topic),
 		PacketID: ob.pid,
-		Props:    m.props,
 		Payload:  m.Payload,
+	}
+	if m.props != nil {
+		p.Props = *m.props
 	}
 	p.Props.SubscriptionIDs = ob.subIDs
 	return setExpiry(&p.Props, m.Expiry, now)
