@@ -117,8 +117,15 @@ func median(v []float64) float64 {
 // ratio is the median over rounds of a/b for one metric, pairing the runs of
 // the same round.
 func ratio(a, b *cell, f func(*result) float64) float64 {
+	r, _, _ := ratioRange(a, b, f)
+	return r
+}
+
+// ratioRange is ratio with the lowest and highest per-round ratio.
+func ratioRange(a, b *cell, f func(*result) float64) (med, lo, hi float64) {
+	nan := math.NaN()
 	if a == nil || b == nil || a.na() != "" || b.na() != "" {
-		return math.NaN()
+		return nan, nan, nan
 	}
 	byRound := map[int]*result{}
 	for _, r := range b.ok() {
@@ -130,7 +137,14 @@ func ratio(a, b *cell, f func(*result) float64) float64 {
 			v = append(v, f(r)/f(o))
 		}
 	}
-	return median(v)
+	if len(v) == 0 {
+		return nan, nan, nan
+	}
+	lo, hi = v[0], v[0]
+	for _, x := range v {
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	return median(v), lo, hi
 }
 
 func fmtRate(v float64) string {
@@ -434,10 +448,27 @@ func (rp *report) targets() []target {
 			t.status, t.detail = notMeasured(), why
 		} else {
 			all, parts := true, []string{}
+			cpu := func(r *result) float64 { return r.cpuPerM }
 			for _, n := range []string{"paced-qos0", "paced-qos1"} {
-				r := ratio(rp.cell(n, "gatewayd"), rp.cell(n, "mosquitto"), func(r *result) float64 { return r.cpuPerM })
+				mq := rp.cell(n, "mosquitto")
+				r, lo, hi := ratioRange(rp.cell(n, "gatewayd"), mq, cpu)
 				all = all && r <= 0.5
-				parts = append(parts, n+" "+fmtRatio(r))
+				s := n + " " + fmtRatio(r)
+				if lo != hi {
+					s += " (rounds " + fmtRatio(lo) + "–" + fmtRatio(hi) + ")"
+				}
+				// What a broker that does nothing but copy bytes costs
+				// against Mosquitto on this machine, in the same rounds.
+				var floors []string
+				for _, fw := range forwarders {
+					if f := ratio(rp.cell(n, fw), mq, cpu); !math.IsNaN(f) {
+						floors = append(floors, fw+" "+fmtRatio(f))
+					}
+				}
+				if len(floors) > 0 {
+					s += " (zero-logic floor: " + strings.Join(floors, ", ") + ")"
+				}
+				parts = append(parts, s)
 			}
 			t.status, t.detail = verdict(all), strings.Join(parts, ", ")
 		}

@@ -43,6 +43,9 @@ func TestRatioIsTheMedianOfPerRoundRatios(t *testing.T) {
 	if got != 2 { // per round 2, 3, 1
 		t.Fatalf("ratio %v, want 2", got)
 	}
+	if med, lo, hi := ratioRange(gw, mq, func(r *result) float64 { return r.msgPerSec }); med != 2 || lo != 1 || hi != 3 {
+		t.Fatalf("ratioRange %v %v %v, want 2 1 3", med, lo, hi)
+	}
 	na := &cell{rounds: []*result{{round: 1, na: "not available: x"}}}
 	if !math.IsNaN(ratio(gw, na, func(r *result) float64 { return r.msgPerSec })) {
 		t.Fatal("ratio against an unavailable broker")
@@ -118,6 +121,7 @@ func TestReportShowsBothForwardersAsTheCeiling(t *testing.T) {
 		"| paced-qos0 | forwarder-epoll | 4.0 k |",
 		"| many-topics | forwarder-epoll | n/a: the forwarders do no topic matching |",
 		"paced-qos0 600 µs (this machine's floor: forwarder 500 µs, forwarder-epoll 400 µs)",
+		"paced-qos0 1.07× (zero-logic floor: forwarder 1.43×, forwarder-epoll 0.54×)",
 		"| workload | msg/s ÷ forwarder | msg/s ÷ forwarder-epoll | p99 ÷ forwarder | p99 ÷ forwarder-epoll | CPU/msg ÷ forwarder | CPU/msg ÷ forwarder-epoll |",
 		"| paced-qos0 | 0.50× | 0.25× | 1.20× | 1.50× | 0.75× | 2.00× |",
 		"- forwarder-epoll: no sessions: it only forwards",
