@@ -8,7 +8,6 @@ package broker_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 
 	"gatewayd/broker"
 	"gatewayd/internal/testenv"
+	"gatewayd/internal/testproc"
 )
 
 // waitTimeout bounds every wait for something that must happen. It is
@@ -58,24 +58,6 @@ func (b *testBroker) stop(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects the broker's log; it is printed when a test fails.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // checkLeaks fails t if goroutines started during the test are still running
 // once every other cleanup (clients, broker) has run.
 func checkLeaks(t *testing.T) {
@@ -94,7 +76,7 @@ func startBroker(t *testing.T, configure func(*broker.Config), opts broker.Optio
 	if configure != nil {
 		configure(&cfg)
 	}
-	logs := &lockedBuffer{}
+	logs := &testproc.Buffer{}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testpki"
 )
 
 // startListeners starts a broker with the given listeners and returns it
@@ -245,8 +246,8 @@ func freeAddr(t *testing.T) string {
 // closed before the new one takes the port; clients get the new protocol
 // there, and a TLS listener turned plain likewise.
 func TestReloadChangesTypeOnTheSamePort(t *testing.T) {
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
 	s, cfg := startListeners(t, ListenerConfig{Name: "a", Address: "127.0.0.1:0"},
 		ListenerConfig{Name: "x", Address: "127.0.0.1:0", TLS: &TLSConfig{CertFile: cert, KeyFile: key}})
 	addr := listenerAddr(t, s, "x")

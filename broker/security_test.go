@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,8 @@ import (
 
 	"gatewayd/broker/auth"
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testpki"
+	"gatewayd/internal/testproc"
 )
 
 // Helpers shared by the security, TLS, WebSocket and limit tests.
@@ -531,24 +532,6 @@ func TestSecurityConfigValidate(t *testing.T) {
 	}
 }
 
-// lockedLog collects a broker's log for a test.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // The start-up log says, per listener, what is exposed: address, type
 // (mqtt, mqtts, ws, wss), client certificates, whether anonymous clients
 // are allowed, and the password and ACL files; a failed login is logged
@@ -556,15 +539,15 @@ func (l *lockedLog) String() string {
 func TestStartupLogSaysWhatIsExposed(t *testing.T) {
 	dir := t.TempDir()
 	pw := passwordFile(t, dir, map[string]string{"alice": "a"})
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
-	logs := &lockedLog{}
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
+	logs := &testproc.Buffer{}
 	_, _ = startServer(t, func(c *Config) {
 		c.PasswordFile = pw
 		c.Listeners = []ListenerConfig{
 			{Name: "plain", Address: "127.0.0.1:0"},
 			{Name: "secure", Address: "127.0.0.1:0", Type: "ws", AllowAnonymous: boolp(false),
-				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.caFile, RequireClientCert: true}},
+				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.File, RequireClientCert: true}},
 		}
 	}, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	out := logs.String()

@@ -1,131 +1,22 @@
 package broker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testpki"
 )
-
-// testPKI is a certificate authority made for one test, with the files
-// mosquitto clients and the broker read.
-type testPKI struct {
-	t      testing.TB
-	dir    string
-	caFile string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	pool   *x509.CertPool
-	serial atomic.Int64
-}
-
-func newPKI(t testing.TB) *testPKI {
-	t.Helper()
-	p := &testPKI{t: t, dir: t.TempDir()}
-	p.serial.Store(1)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "gatewayd test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ca, _ = x509.ParseCertificate(der)
-	p.caKey = key
-	p.caFile = filepath.Join(p.dir, "ca.pem")
-	p.write(p.caFile, "CERTIFICATE", der)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(p.ca)
-	return p
-}
-
-func (p *testPKI) write(path, kind string, der []byte) {
-	p.t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// certSpec says what a certificate is for.
-type certSpec struct {
-	cn     string
-	dns    []string
-	emails []string
-	ips    []net.IP
-	server bool
-}
-
-// issue writes name.pem and name.key signed by the CA and returns their
-// paths and the certificate's serial number.
-func (p *testPKI) issue(name string, cs certSpec) (certFile, keyFile string, serial int64) {
-	p.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	serial = p.serial.Add(1)
-	usage := x509.ExtKeyUsageClientAuth
-	if cs.server {
-		usage = x509.ExtKeyUsageServerAuth
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:   big.NewInt(serial),
-		Subject:        pkix.Name{CommonName: cs.cn},
-		DNSNames:       cs.dns,
-		EmailAddresses: cs.emails,
-		IPAddresses:    cs.ips,
-		NotBefore:      time.Now().Add(-time.Hour),
-		NotAfter:       time.Now().Add(24 * time.Hour),
-		KeyUsage:       x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:    []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(p.dir, name+".pem"), filepath.Join(p.dir, name+".key")
-	p.write(certFile, "CERTIFICATE", der)
-	p.write(keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile, serial
-}
-
-func (p *testPKI) serverCert(name string) (string, string, int64) {
-	return p.issue(name, certSpec{cn: "localhost", dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}, server: true})
-}
 
 // dialTLS connects to addr over TLS (trusting the test CA, presenting the
 // client certificate when given) and returns an MQTT client on it and the
 // server's certificate serial number.
-func dialTLS(t testing.TB, p *testPKI, addr string, v packet.Version, certFile, keyFile string) (*rawClient, int64) {
+func dialTLS(t testing.TB, p *testpki.CA, addr string, v packet.Version, certFile, keyFile string) (*rawClient, int64) {
 	t.Helper()
-	tc := &tls.Config{RootCAs: p.pool}
+	tc := &tls.Config{RootCAs: p.Pool}
 	if certFile != "" {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
@@ -162,8 +53,8 @@ func inProcess(t testing.TB, s *Server, id string) *rawClient {
 // mosquitto_sub --cafile connects to a TLS listener and receives; a client
 // offering only TLS 1.1 is refused (TLS 1.2 is the minimum).
 func TestTLSListenerWithMosquittoSub(t *testing.T) {
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
 	s, addr := startServer(t, func(c *Config) {
 		c.Listeners[0].TLS = &TLSConfig{CertFile: cert, KeyFile: key}
 	}, Options{})
@@ -172,7 +63,7 @@ func TestTLSListenerWithMosquittoSub(t *testing.T) {
 	pub.nextAck(packet.PUBACK)
 
 	h, port := hostPort(t, addr)
-	out, code := runTool(t, "mosquitto_sub", "-h", h, "-p", port, "--cafile", p.caFile, "-t", "tls/#", "-C", "1", "-W", "10", "-v")
+	out, code := runTool(t, "mosquitto_sub", "-h", h, "-p", port, "--cafile", p.File, "-t", "tls/#", "-C", "1", "-W", "10", "-v")
 	if code != 0 || strings.TrimSpace(out) != "tls/t over tls" {
 		t.Fatalf("mosquitto_sub --cafile: exit %d, output %q; want the retained message", code, out)
 	}
@@ -181,7 +72,7 @@ func TestTLSListenerWithMosquittoSub(t *testing.T) {
 		t.Fatalf("mosquitto_sub without TLS to a TLS listener succeeded: %q", out)
 	}
 
-	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.pool, MaxVersion: tls.VersionTLS11})
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.Pool, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		nc.Close()
 		t.Fatalf("a TLS 1.1 handshake succeeded; want TLS 1.2 or later only")
@@ -192,21 +83,21 @@ func TestTLSListenerWithMosquittoSub(t *testing.T) {
 // during the handshake, and one with a certificate from client_ca_file is
 // served (mosquitto_pub --cert/--key).
 func TestMutualTLSRequiresClientCertificate(t *testing.T) {
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
-	ccert, ckey, _ := p.issue("device", certSpec{cn: "device-1"})
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
+	ccert, ckey, _ := p.Issue("device", testpki.Spec{CN: "device-1"})
 	s, addr := startServer(t, func(c *Config) {
-		c.Listeners[0].TLS = &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.caFile, RequireClientCert: true}
+		c.Listeners[0].TLS = &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.File, RequireClientCert: true}
 	}, Options{})
 	sub := inProcess(t, s, "watcher")
 	sub.subscribe(1, "mtls/#", 1)
 
 	h, port := hostPort(t, addr)
-	out, code := runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.caFile, "-t", "mtls/no-cert", "-m", "x")
+	out, code := runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.File, "-t", "mtls/no-cert", "-m", "x")
 	if code == 0 {
 		t.Fatalf("mosquitto_pub without a client certificate succeeded: %s", out)
 	}
-	out, code = runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.caFile, "--cert", ccert, "--key", ckey, "-q", "1", "-t", "mtls/cert", "-m", "with cert")
+	out, code = runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.File, "--cert", ccert, "--key", ckey, "-q", "1", "-t", "mtls/cert", "-m", "with cert")
 	if code != 0 {
 		t.Fatalf("mosquitto_pub with a client certificate: exit %d: %s", code, out)
 	}
@@ -215,9 +106,9 @@ func TestMutualTLSRequiresClientCertificate(t *testing.T) {
 	}
 
 	// A certificate from another CA is refused too.
-	other := newPKI(t)
-	ocert, okey, _ := other.issue("stranger", certSpec{cn: "stranger"})
-	out, code = runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.caFile, "--cert", ocert, "--key", okey, "-t", "mtls/x", "-m", "x")
+	other := testpki.New(t, "", "gatewayd test CA")
+	ocert, okey, _ := other.Issue("stranger", testpki.Spec{CN: "stranger"})
+	out, code = runTool(t, "mosquitto_pub", "-h", h, "-p", port, "--cafile", p.File, "--cert", ocert, "--key", okey, "-t", "mtls/x", "-m", "x")
 	if code == 0 {
 		t.Fatalf("mosquitto_pub with a certificate from an unknown CA succeeded: %s", out)
 	}
@@ -228,10 +119,10 @@ func TestMutualTLSRequiresClientCertificate(t *testing.T) {
 // username_from: san the first DNS name, or failing that the first email
 // address, is.
 func TestUsernameFromClientCertificate(t *testing.T) {
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
-	aliceCert, aliceKey, _ := p.issue("alice", certSpec{cn: "alice"})
-	bobCert, bobKey, _ := p.issue("bob", certSpec{cn: "bob", emails: []string{"carol@example.com"}})
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
+	aliceCert, aliceKey, _ := p.Issue("alice", testpki.Spec{CN: "alice"})
+	bobCert, bobKey, _ := p.Issue("bob", testpki.Spec{CN: "bob", Emails: []string{"carol@example.com"}})
 	dir := t.TempDir()
 	acl := writeFile(t, dir, "acl", "user alice\ntopic readwrite alice/#\nuser bob\ntopic readwrite bob/#\nuser carol@example.com\ntopic readwrite carol/#\n")
 	pw := passwordFile(t, dir, map[string]string{"alice": "a"})
@@ -239,9 +130,9 @@ func TestUsernameFromClientCertificate(t *testing.T) {
 		c.ACLFile, c.PasswordFile = acl, pw
 		c.Listeners = []ListenerConfig{
 			{Name: "cn", Address: "127.0.0.1:0", AllowAnonymous: boolp(false),
-				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.caFile, UsernameFrom: "cn"}},
+				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.File, UsernameFrom: "cn"}},
 			{Name: "san", Address: "127.0.0.1:0", AllowAnonymous: boolp(false),
-				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.caFile, UsernameFrom: "san"}},
+				TLS: &TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: p.File, UsernameFrom: "san"}},
 		}
 	}, Options{})
 	cnAddr, sanAddr := s.Addrs()[0].String(), s.Addrs()[1].String()
@@ -300,8 +191,8 @@ func TestUsernameFromClientCertificate(t *testing.T) {
 // ReloadCertificates) gives new clients the new certificate, while a client
 // connected before stays connected and keeps receiving.
 func TestCertificateReloadKeepsConnectedClients(t *testing.T) {
-	p := newPKI(t)
-	cert, key, first := p.serverCert("server")
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, first := p.Localhost("server")
 	s, addr := startServer(t, func(c *Config) {
 		c.Listeners[0].TLS = &TLSConfig{CertFile: cert, KeyFile: key}
 	}, Options{})
@@ -312,7 +203,7 @@ func TestCertificateReloadKeepsConnectedClients(t *testing.T) {
 	old.mustConnect("old", true)
 	old.subscribe(1, "reload/#", 0)
 
-	_, _, second := p.serverCert("server") // overwrites the same files
+	_, _, second := p.Localhost("server") // overwrites the same files
 	if err := s.Reload(s.cfg); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
@@ -326,7 +217,7 @@ func TestCertificateReloadKeepsConnectedClients(t *testing.T) {
 		t.Fatalf("old client received %q", m.Payload)
 	}
 
-	_, _, third := p.serverCert("server")
+	_, _, third := p.Localhost("server")
 	if err := s.ReloadCertificates(); err != nil {
 		t.Fatalf("ReloadCertificates: %v", err)
 	}

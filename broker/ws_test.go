@@ -9,6 +9,7 @@ import (
 	"github.com/coder/websocket"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testpki"
 )
 
 // dialWS opens a WebSocket with subprotocol mqtt (or the ones given) to url.
@@ -108,8 +109,8 @@ func TestWebSocketAuthAndACL(t *testing.T) {
 	dir := t.TempDir()
 	pw := passwordFile(t, dir, map[string]string{"alice": "a"})
 	acl := writeFile(t, dir, "acl", "user alice\ntopic readwrite alice/#\n")
-	p := newPKI(t)
-	cert, key, _ := p.serverCert("server")
+	p := testpki.New(t, "", "gatewayd test CA")
+	cert, key, _ := p.Localhost("server")
 	s, _ := startServer(t, func(c *Config) {
 		c.PasswordFile, c.ACLFile = pw, acl
 		c.Listeners = []ListenerConfig{
@@ -118,7 +119,7 @@ func TestWebSocketAuthAndACL(t *testing.T) {
 				TLS: &TLSConfig{CertFile: cert, KeyFile: key}},
 		}
 	}, Options{})
-	tc := &tls.Config{RootCAs: p.pool}
+	tc := &tls.Config{RootCAs: p.Pool}
 	for i, u := range []struct {
 		url string
 		tc  *tls.Config

@@ -1,29 +1,20 @@
 package client
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"gatewayd/internal/testmosquitto"
+	"gatewayd/internal/testpki"
 	"gatewayd/internal/testproc"
 )
 
 // testPKI is a CA with a server certificate for serverName only (no IP
 // address, so that connecting by IP needs SNI/ServerName) and a client
-// certificate, written as PEM files in dir.
+// certificate, written as PEM files.
 type testPKI struct {
-	dir                           string
 	ca, serverCert, serverKey     string
 	clientCert, clientKey         string
 	otherClientCert, otherClientK string // signed by a CA the broker does not trust
@@ -33,75 +24,13 @@ const serverName = "broker.gateway.test"
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	caKey, caCert, caDER := makeCA(t, "gatewayd test CA")
-	p.ca = p.write(t, "ca.pem", "CERTIFICATE", caDER)
-	p.serverCert, p.serverKey = p.leaf(t, "server", caCert, caKey, x509.ExtKeyUsageServerAuth, serverName)
-	p.clientCert, p.clientKey = p.leaf(t, "client", caCert, caKey, x509.ExtKeyUsageClientAuth, "")
-	otherKey, otherCert, _ := makeCA(t, "stranger CA")
-	p.otherClientCert, p.otherClientK = p.leaf(t, "stranger", otherCert, otherKey, x509.ExtKeyUsageClientAuth, "")
+	ca := testpki.New(t, "", "gatewayd test CA")
+	p := &testPKI{ca: ca.File}
+	p.serverCert, p.serverKey, _ = ca.Issue("server", testpki.Spec{CN: "server", DNS: []string{serverName}, Server: true})
+	p.clientCert, p.clientKey, _ = ca.Issue("client", testpki.Spec{CN: "client"})
+	other := testpki.New(t, "", "stranger CA")
+	p.otherClientCert, p.otherClientK, _ = other.Issue("stranger", testpki.Spec{CN: "stranger"})
 	return p
-}
-
-func makeCA(t *testing.T, name string) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
-}
-
-func (p *testPKI) leaf(t *testing.T, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage, dns string) (certFile, keyFile string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	if dns != "" {
-		tmpl.DNSNames = []string{dns}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.write(t, name+".pem", "CERTIFICATE", der), p.write(t, name+".key", "PRIVATE KEY", kder)
-}
-
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
-	f := filepath.Join(p.dir, name)
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 // startTLSMosquitto runs mosquitto with a TLS listener beside the plain one
@@ -205,7 +134,7 @@ func TestNewTLSConfig(t *testing.T) {
 		t.Fatalf("config %+v", cfg)
 	}
 	for _, f := range []TLSFiles{
-		{CAFile: filepath.Join(p.dir, "missing.pem")},
+		{CAFile: filepath.Join(t.TempDir(), "missing.pem")},
 		{CAFile: p.clientKey},
 		{CertFile: p.clientCert},
 		{CertFile: p.clientCert, KeyFile: p.serverKey},

@@ -9,15 +9,7 @@
 package testmosquitto
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,8 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"gatewayd/internal/testpki"
 	"gatewayd/internal/testproc"
 )
 
@@ -77,9 +69,9 @@ func Start(t testing.TB, opts Options) *Broker {
 	fmt.Fprintf(&conf, "user %s\nlistener %d 127.0.0.1\n%s", me, b.Port, opts.Config)
 	if opts.TLS {
 		b.TLSPort = testproc.FreePort(t)
-		b.CAFile = filepath.Join(b.Dir, "ca.pem")
-		cert, key := filepath.Join(b.Dir, "server.pem"), filepath.Join(b.Dir, "server.key")
-		writeCerts(t, b.CAFile, cert, key)
+		ca := testpki.New(t, b.Dir, "mosquitto test CA")
+		b.CAFile = ca.File
+		cert, key, _ := ca.Localhost("server")
 		if s := conf.String(); !strings.HasSuffix(s, "\n") {
 			conf.WriteString("\n")
 		}
@@ -129,40 +121,3 @@ func (b *Broker) Start() { b.proc.Start() }
 
 // Restart stops mosquitto (Stop) and starts it again on the same ports.
 func (b *Broker) Restart() { b.proc.Restart() }
-
-// writeCerts writes a new CA and a server certificate it signed for
-// 127.0.0.1 and localhost, with the server's key, as PEM files.
-func writeCerts(t testing.TB, caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mosquitto test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(caFile, "CERTIFICATE", caDER)
-	write(certFile, "CERTIFICATE", der)
-	write(keyFile, "EC PRIVATE KEY", keyDER)
-}
