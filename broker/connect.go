@@ -243,6 +243,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 				se.wakeLocked() // publishers waiting for the old client's queue
 			}
 			s.stats.connected.Add(-1)
+			s.stats.disconnects.Add(1)
 			old.disconnect(packet.SessionTakenOver, "another connection uses this client id")
 			if w := old.will.Swap(nil); w != nil && (ends || w.delay == 0) {
 				publishNow = append(publishNow, w.msg)
@@ -304,6 +305,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 	se.conn = c
 	se.online.Store(true)
 	n := s.stats.connected.Add(1)
+	s.stats.connects.Add(1)
 	s.stats.noteMaxConnected(n)
 	c.outMu.Lock()
 	c.kickLocked()
@@ -397,6 +399,7 @@ func (s *Server) connClosed(c *conn) {
 			}
 			se.gen++
 			s.stats.connected.Add(-1)
+			s.stats.disconnects.Add(1)
 			w := c.will.Swap(nil)
 			if c.normal && !c.sendWill {
 				w = nil

@@ -74,6 +74,50 @@ func TestSysTopics(t *testing.T) {
 	}
 }
 
+// TestStatsCountConnectsAndDisconnects: Connects and Disconnects count what
+// the gauges hide: every accepted connection and every end of one, a
+// takeover included, and nothing for a connection that never got a CONNACK.
+func TestStatsCountConnectsAndDisconnects(t *testing.T) {
+	s, addr := startServer(t, nil, Options{})
+	check := func(what string, connects, disconnects uint64, connected int64) {
+		t.Helper()
+		waitFor(t, what, func() bool {
+			st := s.Stats()
+			return st.Connects == connects && st.Disconnects == disconnects && st.ClientsConnected == connected
+		})
+	}
+	a := dialRaw(t, addr, packet.V311)
+	a.mustConnect("a", true)
+	b := dialRaw(t, addr, packet.V5)
+	b.mustConnect("b", true)
+	check("two connected", 2, 0, 2)
+
+	a.send(&packet.Disconnect{})
+	a.closed()
+	check("a gone", 2, 1, 1)
+
+	// A takeover ends the first connection of b.
+	b2 := dialRaw(t, addr, packet.V5)
+	b2.mustConnect("b", true)
+	b.closed()
+	check("b taken over", 3, 2, 1)
+
+	// Connections without a CONNACK are not clients.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	bad := dialRaw(t, addr, packet.V311)
+	bad.sendBytes([]byte{0x10, 0x02, 0x00, 0x00}) // a CONNECT too short to be one
+	bad.closed()
+	check("after two connections that never connected", 3, 2, 1)
+
+	b2.send(&packet.Disconnect{})
+	b2.closed()
+	check("all gone", 3, 3, 0)
+}
+
 // TestShutdownDisconnectsClients: v5 clients get DISCONNECT 0x8B, wills of
 // connected clients go out, and Shutdown returns once everything stopped.
 func TestShutdownDisconnectsClients(t *testing.T) {

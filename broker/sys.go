@@ -13,6 +13,8 @@ type counters struct {
 	connected    atomic.Int64
 	disconnected atomic.Int64 // persistent sessions without a connection
 	maxConnected atomic.Int64
+	connects     atomic.Uint64 // connections accepted (CONNACK sent)
+	disconnects  atomic.Uint64 // accepted connections that ended
 	refused      atomic.Uint64
 	msgsRecv     atomic.Uint64
 	msgsSent     atomic.Uint64
@@ -61,6 +63,8 @@ type Stats struct {
 	ClientsDisconnected int64  // clients/disconnected: persistent sessions offline
 	ClientsTotal        int64  // clients/total: connected plus disconnected
 	ClientsMaximum      int64  // clients/maximum: most connected at once
+	Connects            uint64 // connections accepted (CONNACK sent) since start
+	Disconnects         uint64 // of those, the ones that ended, takeovers included
 	MessagesReceived    uint64 // messages/received: packets of any type
 	MessagesSent        uint64 // messages/sent
 	BytesReceived       uint64 // bytes/received
@@ -120,6 +124,8 @@ func (s *Server) Stats() Stats {
 		ClientsConnected:    c.connected.Load(),
 		ClientsDisconnected: c.disconnected.Load(),
 		ClientsMaximum:      c.maxConnected.Load(),
+		Connects:            c.connects.Load(),
+		Disconnects:         c.disconnects.Load(),
 		MessagesReceived:    c.msgsRecv.Load(),
 		MessagesSent:        c.msgsSent.Load(),
 		BytesReceived:       c.bytesRecv.Load(),

@@ -166,8 +166,10 @@ func TestScrapeShowsBrokerStoreBridgeAndDeviceMetricsThatMove(t *testing.T) {
 			t.Errorf("%s did not move with a QoS 1 publish: %v then %v", name, before[name], after[name])
 		}
 	}
-	// One QoS 1 PUBLISH with a 4-byte payload, and nothing at QoS 0 or 2.
+	// One client connected (its CONNACK came back) and sent one QoS 1
+	// PUBLISH with a 4-byte payload, and nothing at QoS 0 or 2.
 	for name, delta := range map[string]float64{
+		"gatewayd_broker_connects_total":                           1,
 		`gatewayd_broker_publish_messages_received_total{qos="0"}`: 0,
 		`gatewayd_broker_publish_messages_received_total{qos="1"}`: 1,
 		`gatewayd_broker_publish_messages_received_total{qos="2"}`: 0,
@@ -214,6 +216,8 @@ var wantFamilies = []struct{ name, typ, help, labels string }{
 	{"gatewayd_broker_clients_connected", "gauge", "Clients connected now.", ""},
 	{"gatewayd_broker_sessions_disconnected", "gauge", "Persistent sessions without a connection.", ""},
 	{"gatewayd_broker_clients_maximum", "gauge", "Most clients connected at once.", ""},
+	{"gatewayd_broker_connects_total", "counter", "Connections accepted (CONNACK sent).", ""},
+	{"gatewayd_broker_disconnects_total", "counter", "Accepted connections that ended, takeovers included.", ""},
 	{"gatewayd_broker_packets_received_total", "counter", "MQTT packets received, of any type.", ""},
 	{"gatewayd_broker_packets_sent_total", "counter", "MQTT packets sent, of any type.", ""},
 	{"gatewayd_broker_received_bytes_total", "counter", "Bytes received from clients.", ""},

@@ -38,10 +38,10 @@ type trimmer struct {
 	started      bool
 	bytes        uint64 // received + sent at the last tick
 	packets      uint64 // received + sent at the last tick
-	clients      int64  // connects + disconnects at the last tick
+	clients      uint64 // connects + disconnects at the last tick
 	burstBytes   uint64 // since the last trim
 	burstPackets uint64
-	burstClients int64
+	burstClients uint64
 	quiet        int // quiet ticks in a row
 }
 
@@ -50,7 +50,7 @@ type trimmer struct {
 func (t *trimmer) observe(st broker.Stats) bool {
 	bytes := st.BytesReceived + st.BytesSent
 	packets := st.MessagesReceived + st.MessagesSent
-	clients := st.ClientsTotal + st.ClientsDisconnected
+	clients := st.Connects + st.Disconnects
 	if !t.started {
 		t.started = true
 		t.bytes, t.packets, t.clients = bytes, packets, clients

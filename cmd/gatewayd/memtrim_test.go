@@ -19,10 +19,10 @@ func TestTrimmerTrimsOnceAfterEachBurstAndNeverDuringTraffic(t *testing.T) {
 	var tr trimmer
 	var st broker.Stats
 	trims := 0
-	tick := func(bytes uint64, connects int64) bool {
+	tick := func(bytes, connects uint64) bool {
 		st.BytesReceived += bytes
 		st.MessagesReceived += bytes / 50
-		st.ClientsTotal += connects
+		st.Connects += connects
 		trim := tr.observe(st)
 		if trim {
 			trims++
@@ -61,7 +61,7 @@ func TestTrimmerTrimsOnceAfterEachBurstAndNeverDuringTraffic(t *testing.T) {
 	// A few clients reconnecting now and then are no burst (they send
 	// fewer than burstPackets in all).
 	for i := range 40 {
-		c := int64(0)
+		c := uint64(0)
 		if i%5 == 0 {
 			c = 1
 		}
@@ -72,6 +72,51 @@ func TestTrimmerTrimsOnceAfterEachBurstAndNeverDuringTraffic(t *testing.T) {
 	if trims != 3 {
 		t.Fatalf("%d trims, want 3", trims)
 	}
+}
+
+// TestTrimmerCountsClientsThatLeave: clients leaving free memory too, and
+// clients that come and go between two ticks are churn all the same; after
+// either, and after a wave that follows a wave of departures, the trimmer
+// trims once things are quiet.
+func TestTrimmerCountsClientsThatLeave(t *testing.T) {
+	var tr trimmer
+	var st broker.Stats
+	trims := 0
+	tick := func(connects, disconnects uint64) {
+		st.Connects += connects
+		st.Disconnects += disconnects
+		st.ClientsConnected += int64(connects) - int64(disconnects)
+		st.ClientsTotal = st.ClientsConnected
+		if tr.observe(st) {
+			trims++
+		}
+	}
+	quiet := func(phase string, want int) {
+		t.Helper()
+		for range quietTicks + 2 {
+			tick(0, 0)
+		}
+		if trims != want {
+			t.Fatalf("after %s: %d trims, want %d", phase, trims, want)
+		}
+	}
+	quiet("start-up", 1)
+	for range 10 {
+		tick(100, 0)
+	}
+	quiet("1000 clients connecting", 2)
+	for range 10 {
+		tick(0, 100)
+	}
+	quiet("the same 1000 leaving", 3)
+	for range 10 {
+		tick(100, 0)
+	}
+	quiet("1000 clients connecting again", 4)
+	for range 5 {
+		tick(100, 100) // each tick, 100 come and 100 others go
+	}
+	quiet("500 connecting and 500 leaving at the same pace", 5)
 }
 
 // TestMemoryTrimFollowsAWaveOfClients runs the trimmer on a real broker:
