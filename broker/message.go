@@ -67,11 +67,12 @@ func newMessage(id uint64, p *packet.Publish, topic, origin string, expiry, now 
 	return m
 }
 
-// build derives the encoding helpers from the durable fields.
+// build derives the queue size and the v5 properties to forward from the
+// durable fields.
 func (m *message) build() {
+	m.size = len(m.Topic) + len(m.Payload) + 64
 	m.props = nil
 	if !m.HasFormat && m.ContentType == "" && m.ResponseTopic == "" && m.CorrelationData == nil && len(m.User) == 0 {
-		m.sized()
 		return
 	}
 	pr := &packet.Properties{}
@@ -95,12 +96,6 @@ func (m *message) build() {
 		}
 	}
 	m.props = pr
-	m.sized()
-}
-
-// sized sets the size counted against queue bounds.
-func (m *message) sized() {
-	m.size = len(m.Topic) + len(m.Payload) + 64
 }
 
 // publish fills p with m as published (QoS, retain as received), without

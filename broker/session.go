@@ -411,20 +411,10 @@ func (s *Server) flushLocked(se *session) {
 
 // fill prepares p to deliver ob. It reports false when the message expired.
 func (ob *outbound) fill(p *packet.Publish, now time.Time, dup bool) bool {
-	m := ob.msg
-	*p = packet.Publish{
-		Dup:      dup,
-		QoS:      ob.qos,
-		Retain:   ob.retain,
-		Topic:    bytesOf(m.Topic),
-		PacketID: ob.pid,
-		Payload:  m.Payload,
-	}
-	if m.props != nil {
-		p.Props = *m.props
-	}
+	ob.msg.publish(p)
+	p.Dup, p.QoS, p.Retain, p.PacketID = dup, ob.qos, ob.retain, ob.pid
 	p.Props.SubscriptionIDs = ob.subIDs
-	return setExpiry(&p.Props, m.Expiry, now)
+	return setExpiry(&p.Props, ob.msg.Expiry, now)
 }
 
 // setExpiry sets the Message Expiry Interval to the time left, rounded up;
