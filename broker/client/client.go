@@ -116,6 +116,11 @@ type reqResult struct {
 type subGroup struct {
 	subs    []Subscription
 	handler Handler
+	// resend: the client subscribed again on its own (the server had lost
+	// the session) and the SUBACK has not come. The server may have the
+	// session now without the subscription, so the next connection sends
+	// the SUBSCRIBE again even when the session is present.
+	resend bool
 }
 
 type delivery struct {
@@ -480,6 +485,15 @@ func (c *Client) install(cn *conn) {
 				fails = append(fails, completion(m, err))
 			}
 		}
+		// Subscriptions made again with a connection that was lost before
+		// their SUBACK: that connection may have made this session without
+		// them. Subscribing again is harmless if it has them (retained
+		// messages may come again).
+		for _, g := range c.groups {
+			if g.resend {
+				c.subscribeLocked(cn, g, true)
+			}
+		}
 	} else {
 		// The server has no session: what it had received is gone with it.
 		// QoS 2 messages it had received (PUBREC) were its to deliver; the
@@ -497,6 +511,7 @@ func (c *Client) install(cn *conn) {
 		}
 		c.pending = append(again, c.pending...)
 		for _, g := range c.groups {
+			g.resend = true
 			c.subscribeLocked(cn, g, true)
 		}
 	}

@@ -514,6 +514,9 @@ func (cn *conn) handleAck(id uint16, kind packet.Type, reasons []packet.ReasonCo
 	reasons = append([]packet.ReasonCode(nil), reasons...)
 	if kind == packet.SUBSCRIBE {
 		g := req.group
+		if req.internal {
+			g.resend = false
+		}
 		if len(reasons) != len(g.subs) {
 			c.mu.Unlock()
 			return &packet.Error{Reason: packet.ProtocolError,

@@ -5,7 +5,13 @@
 //
 // A Client keeps one session: QoS 1 and 2 messages not yet acknowledged survive
 // a lost connection and are sent again (with DUP set) when the client comes
-// back, within the server's Receive Maximum. Received messages are passed to
+// back, within the server's Receive Maximum. When the server has lost the
+// session, the client subscribes again to everything it had subscribed to,
+// and it keeps doing so at each connection until the server has acknowledged
+// those subscriptions (a connection that failed in between may have left a
+// session without them). A Subscribe whose connection is lost before the
+// SUBACK fails with ErrConnectionLost and is not sent again: the caller
+// decides. Received messages are passed to
 // handlers in the order they arrived, one at a time, on a single goroutine per
 // client.
 //

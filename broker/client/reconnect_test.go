@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gatewayd/broker/packet"
+	"gatewayd/internal/testenv"
 	"gatewayd/internal/testproxy"
 )
 
@@ -413,4 +414,59 @@ func TestUnackedResentAsNewWhenSessionLost(t *testing.T) {
 			t.Fatalf("got %+v", m)
 		}
 	})
+}
+
+// The broker lost the session, so the client subscribed again on its own,
+// and the link failed at that SUBSCRIBE. The connection after it finds the
+// session that the failed one made, without the subscription: the client
+// subscribes again all the same, and messages reach the handler.
+func TestResubscriptionLostWithLinkIsSentAgain(t *testing.T) {
+	for _, ver := range versions {
+		t.Run(ver.name, func(t *testing.T) {
+			mq := startMosquitto(t, "")
+			px := testproxy.New(t, mq.Addr())
+			states := newStateLog()
+			got := newCollector()
+			c := connect(t, Options{URL: px.URL(), Protocol: ver.v, ClientID: "resub", SessionExpiry: time.Hour,
+				AutoReconnect: true, Backoff: fastBackoff, OnConnectionChange: states.record})
+			if _, err := c.Subscribe(testCtx(t), got.handle, Subscription{Filter: "cmd/#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			px.DropSubscribes(1)
+			mq.Stop() // no persistence: the session is gone
+			states.wait(t, StateDisconnected)
+			mq.Start()
+			// No session: the client subscribes again, and the proxy closes
+			// the link at that SUBSCRIBE.
+			states.wait(t, StateConnected)
+			states.wait(t, StateDisconnected)
+			states.wait(t, StateConnected)
+			if !c.Server().SessionPresent {
+				t.Fatal("the last connection found no session; want the one the failed connection made")
+			}
+			// mosquitto drops what matches no subscription: publish until one
+			// arrives.
+			other := connect(t, Options{URL: mq.URL(), Protocol: ver.v, CleanStart: true})
+			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
+			for i := 0; ; i++ {
+				if err := other.Publish(testCtx(t), &Message{Topic: "cmd/probe", Payload: []byte("x"), QoS: 1}); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case m := <-got:
+					if m.Topic != "cmd/probe" {
+						t.Fatalf("got %+v", m)
+					}
+					if n := len(px.Sent(packet.SUBSCRIBE)); n != 3 {
+						t.Fatalf("client sent %d SUBSCRIBE, want 3 (the first, the one cut, the one after)", n)
+					}
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no message reached the handler in %v (%d published)", testenv.Scale(10*time.Second), i+1)
+				}
+			}
+		})
+	}
 }
