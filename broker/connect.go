@@ -313,11 +313,12 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 	s.resumeLocked(se, &t)
 	se.mu.Unlock()
 	s.mu.Unlock()
-	t.commit(nil)
-
+	// The wills go out in the batch that deletes them: stored together or
+	// not at all.
 	for _, m := range publishNow {
-		s.publishWill(m)
+		s.publishWill(m, &t)
 	}
+	t.commit(nil)
 	s.log.Debug("broker: client connected", "client", id, "remote", c.remote(), "version", int(v),
 		"clean", p.CleanStart, "session_present", present, "keepalive", keepAlive)
 	return true
@@ -440,10 +441,10 @@ func (s *Server) connClosed(c *conn) {
 		se.mu.Unlock()
 	}
 	s.mu.Unlock()
-	t.commit(nil)
 	for _, m := range publishNow {
-		s.publishWill(m)
+		s.publishWill(m, &t)
 	}
+	t.commit(nil)
 	if len(handoff) > 0 {
 		s.handOff(se, handoff)
 	}
@@ -453,8 +454,8 @@ func (s *Server) connClosed(c *conn) {
 }
 
 // publishWill publishes a will now. Its Message Expiry Interval counts from
-// publication, not from CONNECT.
-func (s *Server) publishWill(m *message) {
+// publication, not from CONNECT. What it stores goes in t.
+func (s *Server) publishWill(m *message, t *tx) {
 	w := *m
 	now := time.Now()
 	if !m.Expiry.IsZero() {
@@ -464,7 +465,7 @@ func (s *Server) publishWill(m *message) {
 	w.Created = now
 	w.build()
 	s.stats.willsSent.Add(1)
-	s.publishMessage(&w)
+	s.routeMessage(&w, t)
 }
 
 // dropSessionLocked ends a session: its subscriptions leave the index and its
@@ -543,10 +544,10 @@ func (s *Server) sessionExpired(se *session, gen uint64) {
 	}
 	se.mu.Unlock()
 	s.mu.Unlock()
-	t.commit(nil)
 	if will != nil {
-		s.publishWill(will)
+		s.publishWill(will, &t)
 	}
+	t.commit(nil)
 }
 
 func (s *Server) willDue(se *session, gen uint64) {
@@ -566,10 +567,10 @@ func (s *Server) willDue(se *session, gen uint64) {
 		}
 	}
 	se.mu.Unlock()
-	t.commit(nil)
 	if will != nil {
-		s.publishWill(will)
+		s.publishWill(will, &t)
 	}
+	t.commit(nil)
 }
 
 // stopTimers stops every session timer; Shutdown calls it once no connection

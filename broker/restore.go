@@ -111,9 +111,11 @@ func (s *Server) restore(snap *state.Snapshot) error {
 		se.mu.Unlock()
 	}
 	s.mu.Unlock()
-	t.commit(nil)
+	// Routed in the batch that deletes them: stored together or not at
+	// all.
 	for _, m := range wills {
-		s.publishWill(m)
+		s.publishWill(m, &t)
 	}
+	t.commit(nil)
 	return nil
 }

@@ -303,13 +303,18 @@ func (s *Server) awaitQueue(se *session) {
 // publishMessage routes a message the broker built itself (a will, a $SYS
 // value, a restored will).
 func (s *Server) publishMessage(m *message) {
+	t := s.begin()
+	s.routeMessage(m, &t)
+	t.commit(nil)
+}
+
+// routeMessage routes m, unless it has expired, with what it stores in t.
+func (s *Server) routeMessage(m *message, t *tx) {
 	var p packet.Publish
 	m.publish(&p)
 	src := pubSource{p: &p, topic: m.Topic, origin: m.Origin, expiry: m.Expiry, now: time.Now(), msg: m}
 	if src.expiry.IsZero() || src.now.Before(src.expiry) {
-		t := s.begin()
-		s.route(&src, &t)
-		t.commit(nil)
+		s.route(&src, t)
 	}
 }
 
@@ -481,17 +486,47 @@ func (c *conn) ackStored(qos byte, id uint16, err error) {
 // released handles PUBREL: the inbound QoS 2 flow ends with PUBCOMP.
 func (c *conn) released(a *packet.Ack) {
 	s, se := c.s, c.sess
+	id := a.PacketID
 	t := s.begin()
 	se.mu.Lock()
-	_, ok := se.inbound[a.PacketID]
+	_, ok := se.inbound[id]
+	stored := false
 	if ok {
-		delete(se.inbound, a.PacketID)
+		delete(se.inbound, id)
 		if se.stored(s) {
-			t.add(state.Op{Kind: state.OpDeleteInbound, ClientID: se.id, PacketID: a.PacketID})
+			stored = true
+			t.add(state.Op{Kind: state.OpDeleteInbound, ClientID: se.id, PacketID: id})
 		}
 	}
 	se.mu.Unlock()
-	t.commit(nil)
+	if !stored {
+		t.commit(nil)
+		c.completed(ok, id, nil)
+		return
+	}
+	// PUBCOMP frees the packet id for the client's next message: it goes
+	// out once the store has forgotten the id too, or a restart would take
+	// that next message for a duplicate of this one and drop it.
+	t.commit(func(err error) { c.completed(true, id, err) })
+}
+
+// completed ends an inbound QoS 2 flow once its packet id is released (err:
+// the store could not forget it).
+func (c *conn) completed(ok bool, id uint16, err error) {
+	if err != nil {
+		c.s.stats.storeFailures.Add(1)
+		c.s.log.Warn("broker: QoS 2 release not stored, closing the connection", "client", c.clientID(), "packet_id", id, "err", err)
+		// The id stays taken; the client sends PUBREL again when it
+		// comes back, and the release is tried again.
+		se := c.sess
+		se.mu.Lock()
+		if !se.dead && se.inbound != nil {
+			se.inbound[id] = true
+		}
+		se.mu.Unlock()
+		c.closeNow()
+		return
+	}
 	if ok && c.inflightIn.Load() > 0 {
 		c.inflightIn.Add(-1)
 	}
@@ -499,5 +534,5 @@ func (c *conn) released(a *packet.Ack) {
 	if !ok && c.version == packet.V5 {
 		reason = packet.PacketIdentifierNotFound
 	}
-	c.sendAck(packet.PUBCOMP, a.PacketID, reason, "")
+	c.sendAck(packet.PUBCOMP, id, reason, "")
 }
