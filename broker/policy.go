@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gatewayd/broker/state"
 )
 
 // ClientPolicy overrides, for one client identifier's session, how the
@@ -263,4 +265,35 @@ func (s *Server) ClientSubscriptions(clientID string) []string {
 		out = append(out, f)
 	}
 	return out
+}
+
+// ReleaseInbound forgets the QoS 2 packet ids that clientID's session holds
+// awaiting PUBREL, and returns how many there were. It is for an in-process
+// client that starts afresh on a persistent session (the upstream bridge
+// after a restart): it has no memory of those ids, and would otherwise reuse
+// one for a new QoS 2 message, which the broker must then take for a
+// duplicate and drop. The messages of those ids were routed already. Call
+// it while the client is not connected; a connected session is left alone
+// and 0 returned.
+func (s *Server) ReleaseInbound(clientID string) int {
+	t := s.begin()
+	s.mu.Lock()
+	se := s.sessions[clientID]
+	s.mu.Unlock()
+	n := 0
+	if se != nil {
+		se.mu.Lock()
+		if se.conn == nil && !se.dead {
+			for id := range se.inbound {
+				if se.stored(s) {
+					t.add(state.Op{Kind: state.OpDeleteInbound, ClientID: se.id, PacketID: id})
+				}
+				delete(se.inbound, id)
+				n++
+			}
+		}
+		se.mu.Unlock()
+	}
+	t.commit(nil)
+	return n
 }

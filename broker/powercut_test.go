@@ -147,3 +147,45 @@ func TestDelayedWillDeletedInTheBatchThatQueuesIt(t *testing.T) {
 		t.Fatalf("sub got %q, want the will", p.Payload)
 	}
 }
+
+// ReleaseInbound frees the QoS 2 ids an offline session holds, in memory and
+// in the store, so that a client starting afresh can use them again.
+func TestReleaseInboundFreesHeldQoS2IDs(t *testing.T) {
+	ts := newTestStore()
+	s, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "sub", "t")
+	pub := dialRaw(t, addr, packet.V311)
+	pub.mustConnect("pub", false)
+	pub.publish("t", 2, false, 5, "first")
+	pub.nextAck(packet.PUBREC)
+	if n := s.ReleaseInbound("pub"); n != 0 {
+		t.Fatalf("released %d ids of a connected session, want 0", n)
+	}
+	pub.send(&packet.Disconnect{})
+	pub.closed() // gone before PUBREL: id 5 stays held
+	if n := s.ReleaseInbound("pub"); n != 1 {
+		t.Fatalf("released %d ids, want 1", n)
+	}
+	if snap, _ := ts.Load(); len(snap.Inbound["pub"]) != 0 {
+		t.Fatalf("store still holds inbound ids %v", snap.Inbound["pub"])
+	}
+	// A fresh client reuses id 5 for a new message: delivered, not taken
+	// for a duplicate.
+	pub2 := dialRaw(t, addr, packet.V311)
+	pub2.mustConnect("pub", false)
+	pub2.publish("t", 2, false, 5, "second")
+	pub2.nextAck(packet.PUBREC)
+	pub2.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 5})
+	pub2.nextAck(packet.PUBCOMP)
+	sub := dialRaw(t, addr, packet.V311)
+	sub.mustConnect("sub", false)
+	var got []string
+	for len(got) < 2 {
+		p := sub.nextPublish()
+		got = append(got, string(p.Payload))
+		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
+	}
+	if !slices.Equal(got, []string{"first", "second"}) {
+		t.Fatalf("subscriber got %q, want [first second]", got)
+	}
+}
