@@ -23,10 +23,14 @@ func (d *Durable) maybeCompact() {
 	if d.compacting || d.broken {
 		return
 	}
-	nlogs := d.seq - d.firstLog + 1
-	if d.logBytes < d.compactNext && nlogs < maxLogs {
+	// After a failed compaction, the next waits for CompactBytes more log,
+	// however many logs there are: a failure that persists (a snapshot
+	// larger than the free space) must not roll a log and rewrite the whole
+	// state at every commit.
+	if d.logBytes < d.compactNext {
 		return
 	}
+	nlogs := d.seq - d.firstLog + 1
 	if d.logBytes-d.im.bytes < d.opts.CompactBytes && nlogs < maxLogs {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -316,5 +317,47 @@ func TestDurableUnreadableStoreIsLeftAsItIs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A compaction that keeps failing (in the field: a snapshot larger than the
+// free space; here: its snap-*.tmp cannot be created) is retried after
+// CompactBytes more log, also once the logs number maxLogs: not at every
+// commit, each rolling a new log and rewriting the whole state.
+func TestFailingCompactionBacksOffWithManyLogs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq < 4000; seq++ {
+		if err := os.Mkdir(filepath.Join(dir, snapName(seq)+".tmp"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var failures atomic.Int64
+	opts := DurableOptions{CompactBytes: 4 << 10, Logf: func(f string, a ...any) {
+		if strings.HasPrefix(f, "state: compaction") {
+			failures.Add(1)
+		}
+	}}
+	d := open(t, dir, opts)
+	const commits = 2000
+	for i := range commits {
+		b := &Batch{Ops: []Op{{Kind: OpPutMessage, Message: plainMessage(uint64(i+1), 200)}}}
+		if err := commitWait(d, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := d.Stats()
+	mustClose(t, d)
+	logs, _ := filepath.Glob(filepath.Join(dir, "log-*"))
+	// One retry, and one log, per CompactBytes of log written after the
+	// first maxLogs logs.
+	if want := int(st.DiskBytes/opts.CompactBytes) + maxLogs + 2; len(logs) > want {
+		t.Fatalf("%d log files after %d commits and %d failed compactions (%d bytes of log), want at most %d",
+			len(logs), commits, failures.Load(), st.DiskBytes, want)
+	}
+	if failures.Load() == 0 {
+		t.Fatal("no compaction failed: the test does not test the back-off")
 	}
 }
