@@ -300,8 +300,9 @@ func (s *Server) awaitQueue(se *session) {
 	s.routes.Put(r)
 }
 
-// publishMessage routes a message the broker built itself (a will, a $SYS
-// value, a restored will).
+// publishMessage routes a message the broker built itself (a $SYS value) in
+// a batch of its own; wills go through routeMessage in the batch that deletes
+// them (publishWill).
 func (s *Server) publishMessage(m *message) {
 	t := s.begin()
 	s.routeMessage(m, &t)
