@@ -16,7 +16,10 @@
 // the socket does not take at once. Sessions (subscriptions, queued and
 // in-flight QoS 1/2 messages, wills) live in memory; every change that must
 // survive a restart is described to a state.Store, and a PUBACK or PUBREC for a
-// message that had to be stored is sent only once the store reports it durable.
+// message that had to be stored is sent only once the store reports it durable
+// (so is the PUBCOMP that frees a stored QoS 2 packet id). A will is deleted
+// from the store in the batch that queues it for its subscribers, so that a
+// power cut leaves both or neither.
 //
 // Each listener is MQTT over TCP or over WebSocket, either with TLS; every
 // connection, in-process ones handed to ServeConn included, goes through the
