@@ -112,14 +112,15 @@ func (d *deviceRun) run(ctx context.Context) {
 }
 
 // open opens the hardware, retrying with backoff until it succeeds or ctx
-// ends (nil). The first time, success marks the device online; a sensor
-// opened again stays offline until it reads.
+// ends (nil). The first time, success marks the device online, except a
+// Source, which opens what it listens to in Run (a serial port) and is online
+// from its first reading; a sensor opened again stays offline until it reads.
 func (d *deviceRun) open(ctx context.Context, first bool) Device {
 	for n := 0; ; n++ {
 		dev, err := Open(d.cfg, Env{Hardware: d.r.hw, Logger: d.log})
 		if err == nil {
 			d.setInfos(dev.Channels())
-			if first {
+			if _, src := dev.(Source); first && !src {
 				d.succeed(false)
 			}
 			if d.r.disc != nil && !d.cfg.HomeAssistant.Disabled {
@@ -217,9 +218,10 @@ func (d *deviceRun) runSensor(ctx context.Context, s Sensor, reopen bool) bool {
 	}
 }
 
+// runSource runs s, and again after a backoff each time it fails: the
+// device is online from a reading on, offline from a failure on.
 func (d *deviceRun) runSource(ctx context.Context, s Source) {
 	for n := 0; ; n++ {
-		d.succeed(false)
 		err := s.Run(ctx, func(rd Reading) {
 			d.succeed(true)
 			d.publish(rd)

@@ -27,6 +27,7 @@ type ptyHardware struct {
 	masters chan *os.File
 	mu      sync.Mutex
 	opened  []string // ports asked for, in order
+	missing bool     // under mu: Serial fails, as for an adapter not plugged in
 	root    string
 	w1      string
 }
@@ -36,6 +37,12 @@ func newPtyHardware(t *testing.T) *ptyHardware {
 }
 
 func (h *ptyHardware) Serial(port string, baud int) (io.ReadWriteCloser, error) {
+	h.mu.Lock()
+	missing := h.missing
+	h.mu.Unlock()
+	if missing {
+		return nil, fmt.Errorf("test: open %s: %w", port, os.ErrNotExist)
+	}
 	master, slave, err := pty.Open()
 	if err != nil {
 		return nil, err
@@ -53,6 +60,14 @@ func (h *ptyHardware) Serial(port string, baud int) (io.ReadWriteCloser, error) 
 	h.t.Cleanup(func() { master.Close() })
 	h.masters <- master
 	return p, nil
+}
+
+// setMissing unplugs (true) or plugs in (false) the serial adapter for the
+// next Serial calls.
+func (h *ptyHardware) setMissing(v bool) {
+	h.mu.Lock()
+	h.missing = v
+	h.mu.Unlock()
 }
 
 // master waits for the driver to open its port and returns the device side.

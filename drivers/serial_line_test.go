@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,36 @@ func TestSerialLineUnplugEndsRun(t *testing.T) {
 	if err := run.wait(); err != nil {
 		t.Errorf("Run after cancel = %v", err)
 	}
+}
+
+// A device whose port is missing is offline, and stays so while the Runner
+// retries; it is announced online once a line has been read.
+func TestSerialLineMissingPortIsOnlineOnlyOnceItWorks(t *testing.T) {
+	noLeaks(t)
+	b := startBroker(t)
+	hw := newPtyHardware(t)
+	hw.setMissing(true)
+	sub := subscribe(t, b, "gatewayd/gw1/weather/#")
+	r, _ := startRunner(t, b, oneDevice(DeviceConfig{Name: "weather", Driver: "serial-line", Port: "/dev/ttyUSB0",
+		Fields: []string{"temperature"}}), hw)
+	sub.expect(0, "gatewayd/gw1/weather/status", Offline)
+	deadline := time.Now().Add(waitLimit)
+	for r.Stats()[0].Errors < 2 { // a retry failed too
+		if time.Now().After(deadline) {
+			t.Fatalf("stats = %+v, want 2 failures", r.Stats()[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := sub.payloads("gatewayd/gw1/weather/status"); slices.Contains(got, Online) {
+		t.Fatalf("status while the port is missing: %q, want only offline", got)
+	}
+
+	hw.setMissing(false)
+	m := hw.master()
+	i := sub.count()
+	writeLines(t, m, "21.5")
+	sub.expect(i, "gatewayd/gw1/weather/temperature", "21.5")
+	sub.expect(i, "gatewayd/gw1/weather/status", Online)
 }
 
 func TestSerialLineParser(t *testing.T) {
