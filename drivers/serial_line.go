@@ -4,7 +4,10 @@ package drivers
 // serial port. A line is split either by a regular expression whose named
 // groups are the channels, or as separated values whose columns are named by
 // `fields`. A value that parses as a number is published as a number, any
-// other as text. A line that does not match is counted and dropped.
+// other as text; nan and inf (what a microcontroller prints for a failed
+// measurement) are left out, as modbus-rtu leaves out a float32 that is not a
+// number. A line that does not match, or leaves no value, is counted and
+// dropped.
 //
 // This file also holds what the serial drivers (nmea, serial-line) share:
 // opening the port through the Hardware and reading lines from it until the
@@ -16,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -210,6 +214,9 @@ func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool) 
 			return
 		}
 		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return // a failed measurement: no value
+			}
 			out = append(out, Reading{Channel: name, Value: f, Time: now})
 		} else {
 			out = append(out, Reading{Channel: name, Text: v, IsText: true, Time: now})

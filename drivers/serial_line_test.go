@@ -153,6 +153,9 @@ func TestSerialLineParser(t *testing.T) {
 		{"csv all empty values", serialLineSettings{Fields: []string{"x"}}, "", ""},
 		{"csv tab", serialLineSettings{Fields: []string{"t", "rh"}, Separator: "\t"}, "20.1\t55", "t=20.1 rh=55"},
 		{"negative and exponent", serialLineSettings{Fields: []string{"a", "b"}}, "-1e3,+2.5", "a=-1000 b=2.5"},
+		{"not a number left out", serialLineSettings{Fields: []string{"temperature", "humidity"}}, "nan,55.2", "humidity=55.2"},
+		{"infinities left out", serialLineSettings{Fields: []string{"a", "b", "c"}}, "1,inf,-Infinity", "a=1"},
+		{"only values that are not numbers", serialLineSettings{Fields: []string{"a", "b"}}, "NaN,+Inf", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
