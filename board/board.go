@@ -159,7 +159,8 @@ func (b *Board) i2cNumber(bus string) (int, error) {
 }
 
 // Pin opens a GPIO line by name (see ParsePin) through the GPIO character
-// device. A line can be opened once.
+// device. A line is opened by one name: the same name opens it again (the
+// same line), another name for it is refused.
 func (b *Board) Pin(name string) (gpio.PinIO, error) {
 	ref, err := ParsePin(name, b.info.Header40)
 	if err != nil {
@@ -176,20 +177,31 @@ func (b *Board) Pin(name string) (gpio.PinIO, error) {
 	key := info.Name + ":" + strconv.Itoa(line)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if by, ok := b.lines[key]; ok {
-		return nil, fmt.Errorf("board: pin %s is %s, already opened as %s", name, key, by)
-	}
 	for _, c := range gpioioctl.Chips {
 		if c.Name() == info.Name {
 			l := c.ByNumber(line)
 			if l == nil {
 				break
 			}
-			b.lines[key] = name
+			if err := b.claimLine(key, name); err != nil {
+				return nil, err
+			}
 			return l, nil
 		}
 	}
 	return nil, fmt.Errorf("board: pin %s: line %s not found", name, key)
+}
+
+// claimLine records that the line key (chip:line) is opened by the pin name
+// name; b.mu is held. The same name may open its line again, as a device
+// does when it retries after its setup failed (the line busy, say); another
+// name for the same line (P1-11 after GPIO17) is refused.
+func (b *Board) claimLine(key, name string) error {
+	if by, ok := b.lines[key]; ok && by != name {
+		return fmt.Errorf("board: pin %s is %s, already opened as %s", name, key, by)
+	}
+	b.lines[key] = name
+	return nil
 }
 
 func periphChips() []ChipInfo {

@@ -3,13 +3,16 @@ package board
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"gatewayd/drivers"
 
@@ -248,6 +251,16 @@ func TestInVMGPIOSim(t *testing.T) {
 		t.Errorf("inventory GPIO %+v lacks %s with 8 lines", inv.GPIO, chip)
 	}
 
+	// A device whose setup fails after Board.Pin (the line is busy: another
+	// program holds it) opens the same line again once it is free.
+	held := holdLine(t, "/dev/"+chip, 4)
+	if _, err := openDriver(b, "door", "gpio-in", "GPIO4", "down"); err == nil {
+		t.Fatal("gpio-in on a line another program holds opened")
+	} else {
+		t.Logf("line held elsewhere: %v", err)
+	}
+	held.Close()
+
 	// An input by line name; edges come from gpio-sim's pull attribute.
 	in, err := openDriver(b, "door", "gpio-in", "GPIO4", "down")
 	must(err)
@@ -307,6 +320,31 @@ func TestInVMGPIOSim(t *testing.T) {
 	if _, err := b.Pin("GPIO5"); err == nil || !strings.Contains(err.Error(), "already opened") {
 		t.Errorf("second open of GPIO5: %v", err)
 	}
+}
+
+// holdLine requests line of the GPIO chip at path as an input, as another
+// program would (GPIO_GET_LINEHANDLE_IOCTL), until the returned file is
+// closed.
+func holdLine(t *testing.T, path string, line uint32) *os.File {
+	t.Helper()
+	chip, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chip.Close()
+	// struct gpiohandle_request: lineoffsets[64] u32, flags u32,
+	// default_values[64] u8, consumer_label[32], lines u32, fd i32.
+	var req [364]byte
+	binary.LittleEndian.PutUint32(req[0:], line)
+	binary.LittleEndian.PutUint32(req[256:], 1) // GPIOHANDLE_REQUEST_INPUT
+	copy(req[324:356], "other-program")
+	binary.LittleEndian.PutUint32(req[356:], 1)
+	const getLineHandle = 0xc16cb403 // _IOWR(0xB4, 0x03, struct gpiohandle_request)
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, chip.Fd(), getLineHandle, uintptr(unsafe.Pointer(&req[0]))); errno != 0 {
+		t.Fatalf("request %s line %d: %v", path, line, errno)
+	}
+	fd := int32(binary.LittleEndian.Uint32(req[360:]))
+	return os.NewFile(uintptr(fd), "line handle")
 }
 
 func openDriver(b *Board, name, driver, pin, pull string) (drivers.Device, error) {

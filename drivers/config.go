@@ -161,6 +161,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, config.Errorf("broker_url", "%q: want scheme://host:port (mqtt, mqtts, ws, wss)", c.BrokerURL))
 	}
 	seen := map[string]int{}
+	pins := map[string]int{} // a pin opens again for the name it was opened by: one device each
 	for i := range c.Devices {
 		d := &c.Devices[i]
 		key := fmt.Sprintf("devices[%d]", i)
@@ -168,6 +169,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, config.Errorf(key+".name", "device %q: name also used by devices[%d]", d.Name, j))
 		}
 		seen[d.Name] = i
+		if p := strings.ToUpper(strings.TrimSpace(d.Pin)); p != "" {
+			if j, dup := pins[p]; dup {
+				errs = append(errs, config.Errorf(key+".pin", "device %q: pin %s also used by devices[%d]", d.Name, d.Pin, j))
+			} else {
+				pins[p] = i
+			}
+		}
 		if err := d.Validate(); err != nil {
 			errs = append(errs, config.Prefix(key, err))
 		}

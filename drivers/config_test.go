@@ -125,6 +125,7 @@ func TestConfigValidationErrors(t *testing.T) {
 		{"devices: [{name: r, driver: gpio-out, pin: GPIO4, initial: half}]\n", "devices[0].initial", `command "half"`},
 		{"devices: [{name: r, driver: gpio-out, pin: GPIO4, safe_state: toggle}]\n", "devices[0].safe_state", "not ON or OFF"},
 		{"devices: [{name: r, driver: gpio-out, pin: GPIO4, debounce: 1s}]\n", "devices[0].pull", "for gpio-in"},
+		{"devices: [{name: door, driver: gpio-in, pin: GPIO4}, {name: r, driver: gpio-out, pin: gpio4}]\n", "devices[1].pin", `device "r": pin gpio4 also used by devices[0]`},
 		{"devices: [{name: a, driver: ads1115, gain: 3}]\n", "devices[0].gain", "full-scale range"},
 		{"devices: [{name: a, driver: ads1115, inputs: [a0, a4]}]\n", "devices[0].inputs[1]", `input "a4"`},
 	}
