@@ -250,7 +250,9 @@ func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool) 
 // text.
 func channelMeta(name string) ChannelInfo {
 	in := ChannelInfo{Channel: name, Component: ComponentSensor, Precision: -1}
-	tokens := strings.FieldsFunc(strings.ToLower(name), func(r rune) bool {
+	// pm2_5 is one word (PM2.5), not pm2 and 5.
+	lower := strings.ReplaceAll(strings.ToLower(name), "pm2_5", "pm25")
+	tokens := strings.FieldsFunc(lower, func(r rune) bool {
 		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9')
 	})
 	has := func(prefixes ...string) bool {
@@ -275,7 +277,7 @@ func channelMeta(name string) ChannelInfo {
 		set("pressure", "hPa")
 	case has("co2"):
 		set("carbon_dioxide", "ppm")
-	case has("pm25", "pm2_5"):
+	case has("pm25"):
 		set("pm25", "µg/m³")
 	case has("pm10"):
 		set("pm10", "µg/m³")
