@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -208,6 +209,7 @@ func (d *deviceRun) runSensor(ctx context.Context, s Sensor, reopen bool) bool {
 		} else {
 			fails = 0
 			d.succeed(len(rds) > 0)
+			d.learn(s, rds)
 			for _, rd := range rds {
 				d.publish(rd)
 			}
@@ -236,6 +238,35 @@ func (d *deviceRun) runSource(ctx context.Context, s Source) {
 		if !sleep(ctx, backoff(time.Second, n)) {
 			return
 		}
+	}
+}
+
+// learn takes in the channels dev found after it was opened (a sensor wired
+// to its bus since), when rds has a channel not known: their settings
+// (precision) apply and they are announced to Home Assistant.
+func (d *deviceRun) learn(dev Device, rds []Reading) {
+	d.mu.Lock()
+	unknown := slices.ContainsFunc(rds, func(rd Reading) bool {
+		_, ok := d.infos[rd.Channel]
+		return !ok
+	})
+	d.mu.Unlock()
+	if !unknown {
+		return
+	}
+	infos := dev.Channels()
+	d.mu.Lock()
+	grew := slices.ContainsFunc(infos, func(in ChannelInfo) bool {
+		_, ok := d.infos[in.Channel]
+		return !ok
+	})
+	d.mu.Unlock()
+	if !grew {
+		return // a channel the driver does not list: published as it comes
+	}
+	d.setInfos(infos)
+	if d.r.disc != nil && !d.cfg.HomeAssistant.Disabled {
+		d.r.disc.announce(d)
 	}
 }
 

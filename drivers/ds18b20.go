@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,7 +103,8 @@ type ds18b20Device struct {
 	sensors []ds18b20Sensor // nil: every sensor found, at each read
 	log     *slog.Logger
 
-	found      []ds18b20Sensor // what Open found when none are configured
+	mu         sync.Mutex
+	found      []ds18b20Sensor // under mu: every sensor found since Open when none are configured
 	readErrors atomic.Uint64
 }
 
@@ -151,7 +153,21 @@ func (d *ds18b20Device) current() []ds18b20Sensor {
 	if d.sensors != nil {
 		return d.sensors
 	}
-	return d.found
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.found)
+}
+
+// addFound adds the sensors of found not seen before to the device's
+// channels: a sensor that drops off the bus keeps its channel.
+func (d *ds18b20Device) addFound(found []ds18b20Sensor) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range found {
+		if !slices.Contains(d.found, s) {
+			d.found = append(d.found, s)
+		}
+	}
 }
 
 func (d *ds18b20Device) Channels() []ChannelInfo {
@@ -170,12 +186,14 @@ func (d *ds18b20Device) ReadErrors() uint64 { return d.readErrors.Load() }
 // Read reads every sensor (the kernel converts on each read: about 750 ms a
 // sensor). A sensor that fails is left out and counted; Read fails only when
 // none could be read. Without configured sensors, the bus is listed again
-// at each read, so a sensor added later is published too.
+// at each read, so a sensor added later is published too, and listed by
+// Channels from then on.
 func (d *ds18b20Device) Read(ctx context.Context) ([]Reading, error) {
 	sensors := d.current()
 	if d.sensors == nil {
 		if found, err := d.discover(); err == nil {
 			sensors = found
+			d.addFound(found)
 		}
 	}
 	var (

@@ -139,6 +139,13 @@ func TestDS18B20DiscoversEverySensor(t *testing.T) {
 	wantValue(t, got, "10-000801b5a8f1", -10.125)
 	wantValue(t, got, "28-00000a1b2c3d", -10.125)
 	wantValue(t, got, "read_errors", 0)
+	chs = nil
+	for _, in := range dev.Channels() {
+		chs = append(chs, in.Channel)
+	}
+	if got := strings.Join(chs, " "); got != "10-000801b5a8f1 28-000005e2fdc3 28-00000a1b2c3d read_errors" {
+		t.Errorf("channels after a sensor was wired: %q", got)
+	}
 }
 
 func TestDS18B20Errors(t *testing.T) {
@@ -235,4 +242,30 @@ func TestDS18B20PublishesAndAnnounces(t *testing.T) {
 	check(t, "unit_of_measurement", c.UnitOfMeasurement, "°C")
 	check(t, "state_class", c.StateClass, "measurement")
 	check(t, "state_topic", c.StateTopic, "gatewayd/gw1/temps/kitchen")
+}
+
+// Without configured sensors, one wired after start is published with the
+// precision of the others and announced to Home Assistant.
+func TestDS18B20SensorWiredLaterIsAnnounced(t *testing.T) {
+	noLeaks(t)
+	b := startBroker(t)
+	sub := subscribe(t, b, "gatewayd/#", "homeassistant/#")
+	dir := fakeW1(t, map[string]string{"28-000005e2fdc3": w1Good})
+	cfg := DefaultConfig()
+	cfg.HomeAssistant.Enabled = true
+	cfg.Devices = []DeviceConfig{{Name: "temps", Driver: "ds18b20", Interval: 200 * time.Millisecond}}
+	startRunner(t, b, cfg, &ptyHardware{t: t, w1: dir})
+	sub.expect(0, "gatewayd/gw1/temps/28-000005e2fdc3", "23.12")
+	sub.next(0, "homeassistant/sensor/gw1/temps_28-000005e2fdc3/config")
+
+	writeTree(t, dir, map[string]string{"28-00000a1b2c3d/w1_slave": w1Negative})
+	m, _ := sub.next(0, "gatewayd/gw1/temps/28-00000a1b2c3d")
+	check(t, "late sensor's value", m.Payload, "-10.12")
+	m, _ = sub.next(0, "homeassistant/sensor/gw1/temps_28-00000a1b2c3d/config")
+	c := decodeHA(t, m)
+	check(t, "device_class", c.DeviceClass, "temperature")
+	check(t, "state_topic", c.StateTopic, "gatewayd/gw1/temps/28-00000a1b2c3d")
+	if c.SuggestedDisplayPrecision == nil || *c.SuggestedDisplayPrecision != 2 {
+		t.Errorf("suggested_display_precision = %v, want 2", c.SuggestedDisplayPrecision)
+	}
 }
