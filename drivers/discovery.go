@@ -3,10 +3,14 @@ package drivers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gatewayd/broker/client"
 )
@@ -14,7 +18,8 @@ import (
 // Home Assistant MQTT discovery.
 //
 // Every channel of every device is announced with a retained config message
-// at <prefix>/<component>/<gateway_id>/<device>_<channel>/config, published
+// at <prefix>/<component>/<gateway_id>/<device>_<channel>/config (the
+// channel name made to fit an object id: see objectID), published
 // by one extra client, gatewayd-<gateway_id>-discovery, which also announces
 // the gateway itself (a connectivity binary_sensor whose availability is that
 // client's will) so that each device's via_device points at a real device.
@@ -322,12 +327,25 @@ func (r *Runner) discoveryConfigs(d *deviceRun) map[string][]byte {
 		SuggestedArea: d.cfg.HomeAssistant.Area,
 		ViaDevice:     r.gatewayIdent(),
 	}
-	for _, ch := range d.channels() {
+	// Channels whose names fit an object id as they are come first, so that
+	// one whose name objectID changed into another's gets the suffix.
+	chans := d.channels()
+	slices.SortStableFunc(chans, func(a, b ChannelInfo) int {
+		return cmpBool(objectID(a.Channel) != a.Channel, objectID(b.Channel) != b.Channel)
+	})
+	for _, ch := range chans {
 		comp := ch.Component
 		if comp == "" {
 			comp = ComponentSensor
 		}
-		obj := d.cfg.Name + "_" + ch.Channel
+		obj := d.cfg.Name + "_" + objectID(ch.Channel)
+		if _, taken := out[r.ConfigTopic(comp, obj)]; taken {
+			// Two channel names that differ only in characters objectID
+			// replaces: the changed one gets a suffix of its own.
+			h := fnv.New32a()
+			h.Write([]byte(ch.Channel))
+			obj += fmt.Sprintf("_%08x", h.Sum32())
+		}
 		c := DiscoveryConfig{
 			Name:                cmpOr(ch.Name, ch.Channel),
 			UniqueID:            r.gatewayIdent() + "_" + obj,
@@ -361,6 +379,30 @@ func (r *Runner) discoveryConfigs(d *deviceRun) map[string][]byte {
 		out[r.ConfigTopic(comp, obj)] = b
 	}
 	return out
+}
+
+// objectID makes a channel name fit a discovery object id, which Home
+// Assistant takes only of letters, digits, '_' and '-' (it ignores a config
+// on any other topic): every other character becomes '_'. A network
+// interface eth0.100 gives net_rx_eth0_100; the state topic keeps the name.
+func objectID(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 func sortInfos(in []ChannelInfo) {

@@ -3,6 +3,8 @@ package drivers
 import (
 	"context"
 	"encoding/json"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,5 +245,54 @@ func TestDiscoveryClearsConfigsOfRemovedDevicesAndChannels(t *testing.T) {
 		for _, p := range late.payloads(topic) {
 			t.Errorf("%s is still retained: %q", topic, p)
 		}
+	}
+}
+
+// Home Assistant ignores a config whose object id holds anything but
+// letters, digits, '_' and '-': a VLAN interface's channel is announced with
+// the '.' replaced, its state topic unchanged; an interface whose name
+// already reads that way keeps the plain id, and the other gets a suffix.
+func TestDiscoveryObjectIDsFitHomeAssistant(t *testing.T) {
+	noLeaks(t)
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"proc/uptime": "100.0 50.0\n",
+		"proc/net/dev": "Inter-|   Receive                                                |  Transmit\n" +
+			" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n" +
+			"eth0.100:    1000      10    0    0    0     0          0         0     2000      10    0    0    0     0       0          0\n" +
+			"eth0_100:    3000      10    0    0    0     0          0         0     4000      10    0    0    0     0       0          0\n",
+	})
+	b := startBroker(t)
+	sub := subscribe(t, b, "homeassistant/#")
+	cfg := DefaultConfig()
+	cfg.HomeAssistant.Enabled = true
+	cfg.Devices = []DeviceConfig{{Name: "system", Driver: "system", Interval: time.Hour}}
+	startRunner(t, b, cfg, &ptyHardware{t: t, root: root})
+
+	valid := regexp.MustCompile(`^homeassistant/[a-z_]+/gw1/[a-zA-Z0-9_-]+/config$`)
+	states := map[string]string{} // state topic by config topic
+	for len(states) < 3 {         // uptime and the two interfaces' rx
+		m, _ := sub.waitFor(0, "configs of uptime and rx", func(m msg) bool {
+			if _, seen := states[m.Topic]; seen || !strings.Contains(m.Topic, "/config") {
+				return false
+			}
+			c := decodeHA(t, m)
+			return strings.HasSuffix(c.StateTopic, "/uptime") || strings.Contains(c.StateTopic, "/net_rx_")
+		})
+		if !valid.MatchString(m.Topic) {
+			t.Fatalf("config on %q: Home Assistant ignores that object id", m.Topic)
+		}
+		states[m.Topic] = decodeHA(t, m).StateTopic
+	}
+	check(t, "plain interface's config",
+		states["homeassistant/sensor/gw1/system_net_rx_eth0_100/config"], "gatewayd/gw1/system/net_rx_eth0_100")
+	var vlan string
+	for topic, st := range states {
+		if st == "gatewayd/gw1/system/net_rx_eth0.100" {
+			vlan = topic
+		}
+	}
+	if !regexp.MustCompile(`^homeassistant/sensor/gw1/system_net_rx_eth0_100_[0-9a-f]{8}/config$`).MatchString(vlan) {
+		t.Fatalf("VLAN interface's config on %q, want system_net_rx_eth0_100 with a hash suffix (configs: %v)", vlan, states)
 	}
 }
