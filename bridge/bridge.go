@@ -263,6 +263,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.started = true
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.srv.SetClientPolicy(b.localID, b.policy())
+	// The local session may hold QoS 2 ids of cloud messages a previous
+	// bridge (before a restart, a reload or a power cut) handed over without
+	// finishing the exchange; the new client starts its packet ids afresh,
+	// and the broker would take a new message with such an id for a
+	// duplicate and drop it. Those messages were routed already.
+	if n := b.srv.ReleaseInbound(b.localID); n > 0 {
+		b.log.Info("bridge: released QoS 2 packet ids left in the local session by the previous run", "ids", n)
+	}
 	b.publishState("connecting")
 
 	lc, err := client.New(client.Options{

@@ -527,3 +527,80 @@ func TestWindowInLinkCutMidDrain(t *testing.T) {
 		})
 	}
 }
+
+// A bridge stopped while a QoS 2 cloud message is between PUBLISH and
+// PUBCOMP on its local connection leaves that packet id awaiting PUBREL in
+// its persistent local session. The next bridge (after a restart, a reload
+// or a power cut) starts its packet ids afresh: the id it reuses must not
+// make the local broker take a new message for a duplicate of the old one.
+func TestWindowInQoS2IdsOfAStoppedBridgeReleased(t *testing.T) {
+	for _, restartGateway := range []bool{false, true} {
+		name := "bridge restarted"
+		if restartGateway {
+			name = "gateway restarted"
+		}
+		t.Run(name, func(t *testing.T) {
+			m := startMosquitto(t)
+			dir := t.TempDir()
+			g := startGateway(t, dir)
+			cfg := basicConfig(m.URL())
+			cfg.Topics = []Rule{{Pattern: "#", Direction: DirIn, QoS: 2, LocalPrefix: "commands/", RemotePrefix: "cloud/cmd/"}}
+			local := localSubscriber(t, g, "commands/#")
+			cloud := connect(t, client.Options{URL: m.URL(), ClientID: "cloud-app", Username: cloudUser, Password: cloudPass, CleanStart: true})
+
+			b1, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gt *gate
+			b1.wrapLocal = func(c net.Conn) net.Conn {
+				gt = newGate(c)
+				return gt
+			}
+			if err := b1.Start(testCtx(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { stopBridge(t, b1) })
+			waitState(t, b1, "connected", 10*time.Second)
+			waitSubscribed(t, b1, 10*time.Second)
+			publishSeq(t, cloud, "cloud/cmd/seq", 2, 0, 10) // local packet ids 1 to 10
+			local.waitFor(t, 10*time.Second, "0..9 locally", arrived(10))
+			deadline := time.Now().Add(testenv.Scale(10 * time.Second))
+			for b1.Stats().Received != 10 {
+				if time.Now().After(deadline) {
+					t.Fatalf("received %d, want 10", b1.Stats().Received)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			// The PUBREC for the next one (local id 11) is never read.
+			gt.hold(true)
+			publishSeq(t, cloud, "cloud/cmd/seq", 2, 10, 1)
+			local.waitFor(t, 10*time.Second, "10 locally", arrived(11))
+			stopBridge(t, b1)
+			if restartGateway {
+				g.shutdown()
+				g = startGateway(t, dir)
+				local = localSubscriber(t, g, "commands/#")
+			}
+
+			b2 := startBridge(t, g, cfg)
+			waitState(t, b2, "connected", 10*time.Second)
+			// 10 comes again from the cloud, then 11 to 30: local ids 1
+			// to 21, id 11 among them.
+			publishSeq(t, cloud, "cloud/cmd/seq", 2, 11, 20)
+			got := local.waitFor(t, 10*time.Second, "11..30 locally", func(ms []*client.Message) bool {
+				seen := map[string]bool{}
+				for _, m := range ms {
+					seen[string(m.Payload)] = true
+				}
+				for i := 11; i <= 30; i++ {
+					if !seen[strconv.Itoa(i)] {
+						return false
+					}
+				}
+				return true
+			})
+			t.Logf("%d messages locally, stats %+v", len(got), b2.Stats())
+		})
+	}
+}
