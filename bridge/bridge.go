@@ -94,6 +94,10 @@ type Bridge struct {
 	remState client.State
 	changed  chan struct{} // closed and replaced on every cloud state change
 	connects uint64
+	// maxQoS is the Maximum QoS of the cloud client's last CONNACK; -1
+	// until the current client's first connection (it is set before the
+	// state change is broadcast).
+	maxQoS atomic.Int32
 
 	out     outWindow
 	inSlots chan struct{} // the in window: one token per cloud message being stored
@@ -140,6 +144,7 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		changed: make(chan struct{}),
 		window:  cfg.window(),
 	}
+	b.maxQoS.Store(-1)
 	b.out.wake = make(chan struct{}, 1)
 	b.inSlots = make(chan struct{}, b.window)
 	if cfg.Profile == "" {
@@ -407,6 +412,7 @@ func (b *Bridge) runRemote() {
 		}
 		b.remMu.Lock()
 		b.remote = cl
+		b.maxQoS.Store(-1)
 		b.broadcastLocked()
 		b.remMu.Unlock()
 		if err := cl.Connect(b.ctx); err != nil {
@@ -518,6 +524,16 @@ func (b *Bridge) broadcastLocked() {
 }
 
 func (b *Bridge) onRemoteState(s client.State, err error) {
+	if s == client.StateConnected {
+		b.remMu.Lock()
+		cl := b.remote
+		b.remMu.Unlock()
+		mq := cl.Server().MaximumQoS
+		if mq < b.maxOutQoS() && mq != byte(b.maxQoS.Load()) {
+			b.log.Warn("bridge: the cloud's maximum QoS is below a rule's QoS: messages are sent at the cloud's maximum", "max_qos", mq)
+		}
+		b.maxQoS.Store(int32(mq))
+	}
 	b.remMu.Lock()
 	b.remState = s
 	if s == client.StateConnected {
@@ -535,6 +551,17 @@ func (b *Bridge) onRemoteState(s client.State, err error) {
 	if err != nil {
 		b.log.Info("bridge: cloud link", "state", s, "err", err)
 	}
+}
+
+// maxOutQoS is the highest QoS of the out rules.
+func (b *Bridge) maxOutQoS() byte {
+	var q byte
+	for _, r := range b.rules {
+		if r.out() {
+			q = max(q, r.qos)
+		}
+	}
+	return q
 }
 
 // current returns the cloud client and the channel closed at its next change.

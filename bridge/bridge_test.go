@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gatewayd/broker/client"
+	"gatewayd/internal/testmosquitto"
 	"gatewayd/internal/testproxy"
 )
 
@@ -218,5 +219,35 @@ func TestRemovedRuleIsUnsubscribed(t *testing.T) {
 	b = startBridge(t, g, cfg)
 	if got := g.srv.ClientSubscriptions(b.localID); len(got) != 1 || got[0] != "sensors/#" {
 		t.Errorf("subscriptions after the rule was removed: %v", got)
+	}
+}
+
+// An MQTT 5 cloud that announces a Maximum QoS below a rule's QoS (here
+// mosquitto with max_qos 1, a qos 2 rule) gets the messages at its maximum,
+// readings queued before the first connection included; none is refused.
+func TestCloudMaximumQoSCapsRuleQoS(t *testing.T) {
+	m := testmosquitto.Start(t, testmosquitto.Options{Config: "allow_anonymous true\nmax_qos 1\n" + logTypes()})
+	p := testproxy.New(t, m.Addr())
+	g := startGateway(t, t.TempDir())
+	up := cloudSubscriber(t, m, "upstream", "gw1/sensors/seq")
+	cfg := basicConfig(p.URL())
+	cfg.Topics[0].QoS = 2
+	p.Cut(true)
+	b := startBridge(t, g, cfg)
+	pub := localClient(t, g, "sensor")
+	publishSeq(t, pub, "sensors/seq", 1, 0, 5)
+	p.Restore()
+	waitState(t, b, "connected", 10*time.Second)
+	publishSeq(t, pub, "sensors/seq", 1, 5, 5)
+	got := up.waitFor(t, 10*time.Second, "all readings upstream", arrived(10))
+	checkSequence(t, got, 10)
+	for _, x := range got {
+		if x.QoS != 1 {
+			t.Errorf("reading %s arrived at QoS %d, want 1", x.Payload, x.QoS)
+		}
+	}
+	waitQueued(t, b, 0, 10*time.Second)
+	if st := b.Stats(); st.Rejected["remote_refused"] != 0 || st.Sent != 10 {
+		t.Errorf("sent %d (want 10), rejected %v", st.Sent, st.Rejected)
 	}
 }

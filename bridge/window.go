@@ -30,6 +30,7 @@ const (
 type outEntry struct {
 	local   *client.Message // as received: acknowledged when done
 	msg     client.Message  // as sent to the cloud
+	qos     byte            // the rule's; msg.QoS is it capped to the cloud's Maximum QoS
 	state   int
 	changed <-chan struct{} // while sending: closed at the next change of the cloud link
 }
@@ -74,7 +75,7 @@ func (w *outWindow) poke() {
 func (b *Bridge) onLocal(m *client.Message) {
 	e := &outEntry{local: m}
 	if out, ok := b.toCloud(m); ok {
-		e.msg = out
+		e.msg, e.qos = out, out.QoS
 	} else {
 		e.state = entryDone
 	}
@@ -151,14 +152,17 @@ func (w *outWindow) ackDoneLocked() {
 }
 
 // nextLocked returns the message to send next on cl, if one may go now, and
-// whether it is sent again. A message sent again goes before every later
-// one, and only once nothing sent after it is still in flight; nothing goes
-// while messages are in flight on a client being replaced, and a QoS 0
-// message waits for the QoS 1/2 messages before it to be acknowledged, so
-// that the cloud receives them all in the local queue's order.
+// whether it is sent again, with its QoS capped to the cloud's Maximum QoS.
+// A message sent again goes before every later one, and only once nothing
+// sent after it is still in flight; nothing goes while messages are in
+// flight on a client being replaced, nor before the client's first CONNACK
+// (which tells the Maximum QoS); and a QoS 0 message waits for the QoS 1/2
+// messages before it to be acknowledged, so that the cloud receives them
+// all in the local queue's order.
 func (b *Bridge) nextLocked(cl *client.Client) (*outEntry, bool) {
 	w := &b.out
-	if cl == nil || w.retryCh != nil || w.sending >= b.window || (w.sending > 0 && w.cl != cl) {
+	maxQoS := b.maxQoS.Load()
+	if cl == nil || maxQoS < 0 || w.retryCh != nil || w.sending >= b.window || (w.sending > 0 && w.cl != cl) {
 		return nil, false
 	}
 	var e *outEntry
@@ -185,7 +189,11 @@ func (b *Bridge) nextLocked(cl *client.Client) (*outEntry, bool) {
 			e = w.q[w.fresh]
 		}
 	}
-	if e == nil || (e.msg.QoS == 0 && w.sendingQoS > 0) {
+	if e == nil {
+		return nil, false
+	}
+	e.msg.QoS = min(e.qos, byte(maxQoS))
+	if e.msg.QoS == 0 && w.sendingQoS > 0 {
 		return nil, false
 	}
 	return e, again
