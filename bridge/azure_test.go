@@ -72,3 +72,51 @@ func TestProfileAzureIoTHub(t *testing.T) {
 	})
 	checkSequence(t, byTopic(all, "devices/dev1/messages/events/topic=gw1%2Fseq"), 200)
 }
+
+// A cloud-to-device message whose topic property maps to something that is
+// not a topic name (here a wildcard) is acknowledged to the hub and counted
+// as rejected invalid: it does not hold a place in the in window while the
+// hub sends it again at each reconnection, and the commands after it arrive.
+func TestAzureInvalidTopicPropertyRejected(t *testing.T) {
+	m := startMosquittoAuth(t, false)
+	g := startGateway(t, t.TempDir())
+	cfg := Config{
+		Name: "azure", Profile: ProfileAzure, URL: m.TLSURL(), TLS: TLS{CAFile: m.CAFile},
+		ConnectionString: "HostName=127.0.0.1;DeviceId=dev1;SharedAccessKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=",
+		Backoff:          Backoff{Base: 50 * time.Millisecond, Cap: 300 * time.Millisecond},
+		MaxInflight:      2,
+		Topics:           []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/"}},
+	}
+	local := localSubscriber(t, g, "commands/#")
+	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.renewEvery = 300 * time.Millisecond
+	if err := b.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopBridge(t, b) })
+	waitState(t, b, "connected", 10*time.Second)
+	waitSubscribed(t, b, 10*time.Second)
+
+	cloud := connect(t, client.Options{URL: m.URL(), ClientID: "hub-sender", CleanStart: true})
+	ctx := testCtx(t, 20*time.Second)
+	bad := "devices/dev1/messages/devicebound/%24.to=%2Fdevices%2Fdev1&topic=led%2F%23"
+	if err := cloud.Publish(ctx, &client.Message{Topic: bad, Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Reconnections would bring an unacknowledged message again, each time
+	// into another place of the window.
+	for b.Stats().Reconnects < 4 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	good := "devices/dev1/messages/devicebound/%24.to=%2Fdevices%2Fdev1&topic=led"
+	if err := cloud.Publish(ctx, &client.Message{Topic: good, Payload: []byte("on"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	local.waitFor(t, 5*time.Second, "a valid command after an invalid one", has("commands/led", "on"))
+	if st := b.Stats(); st.Rejected["invalid"] != 1 || st.InflightIn != 0 {
+		t.Errorf("rejected %v (want invalid 1), in flight %d", st.Rejected, st.InflightIn)
+	}
+}

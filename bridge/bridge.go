@@ -54,7 +54,8 @@ type Stats struct {
 	// Rejected counts messages refused and acknowledged without being sent:
 	// queue_full (reject-new), too_large (over the profile's payload limit),
 	// remote_refused (the cloud's v5 negative acknowledgement),
-	// local_refused (the local broker's).
+	// local_refused (the local broker's), invalid (not sendable as mapped,
+	// either way: the topic is not a valid topic name once prefixed).
 	Rejected        map[string]uint64
 	RetainCleared   uint64 // retain flags cleared for a cloud without retain
 	LoopsSuppressed uint64 // copies of its own messages the cloud sent back
@@ -112,6 +113,7 @@ type Bridge struct {
 	wrapLocal   func(net.Conn) net.Conn // tests: wraps the local connection
 
 	sent, received, tooLarge, remoteRefused, localRefused, noRule atomic.Uint64
+	invalid                                                       atomic.Uint64
 	retainCleared, loops                                          atomic.Uint64
 	subscribed                                                    atomic.Uint64 // cloud SUBACKs for the in rules
 }
@@ -619,7 +621,7 @@ func (b *Bridge) Stats() Stats {
 	st.InflightOut, st.InflightIn = int(b.out.size.Load()), len(b.inSlots)
 	st.Dropped = map[string]uint64{"queue_full": q.DroppedOldest, "expired": q.Expired, "no_rule": b.noRule.Load()}
 	st.Rejected = map[string]uint64{"queue_full": q.RejectedFull, "too_large": b.tooLarge.Load(),
-		"remote_refused": b.remoteRefused.Load(), "local_refused": b.localRefused.Load()}
+		"remote_refused": b.remoteRefused.Load(), "local_refused": b.localRefused.Load(), "invalid": b.invalid.Load()}
 	st.RetainCleared, st.LoopsSuppressed = b.retainCleared.Load(), b.loops.Load()
 	return st
 }

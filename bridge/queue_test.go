@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,6 +164,31 @@ func TestProfileAWSIoTLimits(t *testing.T) {
 	}
 	if b.RemoteClientID() != "thing-1" {
 		t.Errorf("client id %q", b.RemoteClientID())
+	}
+}
+
+// A local topic that is valid locally but over 65535 bytes with the remote
+// prefix can never be sent: it is acknowledged locally, counted as rejected
+// invalid, and the messages after it go on.
+func TestTopicTooLongWithPrefixRejected(t *testing.T) {
+	m := startMosquitto(t)
+	g := startGateway(t, t.TempDir())
+	cfg := basicConfig(m.URL())
+	cfg.Topics[0].RemotePrefix = "gw1/sensors/with/a/much/longer/prefix/"
+	up := cloudSubscriber(t, m, "upstream", cfg.Topics[0].RemotePrefix+"seq")
+	b := startBridge(t, g, cfg)
+	waitState(t, b, "connected", 10*time.Second)
+	pub := localClient(t, g, "sensor")
+	ctx := testCtx(t, 10*time.Second)
+	if err := pub.Publish(ctx, &client.Message{Topic: "sensors/" + strings.Repeat("a", 65500), Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	publishSeq(t, pub, "sensors/seq", 1, 0, 3)
+	got := up.waitFor(t, 10*time.Second, "the messages after it", arrived(3))
+	checkSequence(t, got, 3)
+	waitQueued(t, b, 0, 5*time.Second)
+	if st := b.Stats(); st.Rejected["invalid"] != 1 || st.Sent != 3 {
+		t.Errorf("sent %d (want 3), rejected %v (want invalid 1)", st.Sent, st.Rejected)
 	}
 }
 

@@ -293,6 +293,12 @@ func (b *Bridge) outDone(e *outEntry, err error) {
 		b.remoteRefused.Add(1)
 		b.log.Warn("bridge: cloud refused a message", "topic", e.msg.Topic, "err", err)
 		e.state = entryDone
+	case !linkError(err):
+		// The client cannot send it as mapped (a topic name too long
+		// with the remote prefix): it never will.
+		b.invalid.Add(1)
+		b.log.Warn("bridge: message cannot be sent to the cloud, not sent", "topic", shortTopic(e.msg.Topic), "err", err)
+		e.state = entryDone
 	default:
 		// Not connected, or the client was replaced or lost the message
 		// with its session: send it again once the link has changed. When
@@ -341,6 +347,14 @@ func (b *Bridge) onRemote(m *client.Message) {
 		PayloadFormat: m.PayloadFormat, MessageExpiry: m.MessageExpiry, ContentType: m.ContentType,
 		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, UserProperties: m.UserProperties,
 	}
+	// The mapped topic may not be a topic name: too long with the local
+	// prefix, or with azure-iot-hub a "topic" property holding a wildcard.
+	if err := packet.ValidTopicName([]byte(lm.Topic)); err != nil {
+		b.invalid.Add(1)
+		b.log.Warn("bridge: cloud message maps to an invalid local topic, not delivered", "topic", shortTopic(lm.Topic), "err", err)
+		m.Ack()
+		return
+	}
 	select {
 	case b.inSlots <- struct{}{}:
 	case <-b.ctx.Done():
@@ -363,6 +377,9 @@ func (b *Bridge) storeLocal(m, lm *client.Message) {
 		case errors.As(err, &re):
 			b.localRefused.Add(1)
 			b.log.Warn("bridge: local broker refused a cloud message", "topic", lm.Topic, "err", err)
+		case !linkError(err):
+			b.invalid.Add(1)
+			b.log.Warn("bridge: cloud message cannot be delivered locally", "topic", shortTopic(lm.Topic), "err", err)
 		default:
 			// The local connection is being replaced (a QoS 0 message has
 			// no session to wait in): try again shortly.
@@ -378,4 +395,20 @@ func (b *Bridge) storeLocal(m, lm *client.Message) {
 		<-b.inSlots
 		m.Ack()
 	})
+}
+
+// linkError reports whether a publish failed for want of a link (none, lost,
+// or the client disconnected or replaced) or of room in the client's queue:
+// it may succeed later. Any other failure is the message's own and final.
+func linkError(err error) bool {
+	return errors.Is(err, client.ErrNotConnected) || errors.Is(err, client.ErrConnectionLost) ||
+		errors.Is(err, client.ErrClosed) || errors.Is(err, client.ErrPingTimeout) || errors.Is(err, client.ErrQueueFull)
+}
+
+// shortTopic cuts a topic for the log.
+func shortTopic(t string) string {
+	if len(t) > 200 {
+		return t[:200] + "..."
+	}
+	return t
 }
