@@ -232,6 +232,12 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		tc.InsecureSkipVerify = t.InsecureSkipVerify
 		b.tlsCfg = tc
 	}
+	// The cloud client is made at each connection; what it would refuse
+	// is refused here, not only logged once the bridge runs.
+	o, _ := b.remoteOptions()
+	if _, err := client.New(o); err != nil {
+		return nil, fmt.Errorf("bridge %s: cloud client: %w", cfg.Name, err)
+	}
 	return b, nil
 }
 

@@ -236,8 +236,12 @@ func (c *Config) Validate() error {
 			bad("url", "%q has no host", c.URL)
 		}
 	}
-	if c.Protocol == "3.1.1" && c.Password != "" && c.Username == "" {
-		bad("password", "MQTT 3.1.1 cannot send a password without a username")
+	if c.protocol() == packet.V311 && c.Password != "" && c.Username == "" && (c.Profile != ProfileAzure || c.ConnectionString == "") {
+		if c.Profile == ProfileAzure {
+			bad("password", "azure-iot-hub speaks MQTT 3.1.1, which cannot send a password without a username (<HostName>/<DeviceId>/?api-version=2021-04-12)")
+		} else {
+			bad("password", "MQTT 3.1.1 cannot send a password without a username")
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")

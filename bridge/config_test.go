@@ -103,6 +103,29 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+// azure-iot-hub speaks MQTT 3.1.1 whatever protocol says: a SAS token given as
+// password without a username is refused by Validate and by New, not left
+// to fail in the background at every connection attempt.
+func TestAzurePasswordWithoutUsernameRefused(t *testing.T) {
+	g := startGateway(t, t.TempDir())
+	cfg := Config{Name: "az", Profile: ProfileAzure, URL: "mqtts://hub.example:8883",
+		Password: "SharedAccessSignature sr=x&sig=y&se=1",
+		Topics:   []Rule{{Pattern: "#", QoS: 1, LocalPrefix: "sensors/"}}}
+	if keys := fieldKeys(cfg.Validate()); !slices.Contains(keys, "password") {
+		t.Errorf("Validate: keys %v, want password", keys)
+	}
+	if _, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()}); err == nil {
+		t.Errorf("New accepted a 3.1.1 password without a username")
+	}
+	cfg.Username = "hub.example/dev1/?api-version=2021-04-12"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("with a username: %v", err)
+	}
+	if _, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()}); err != nil {
+		t.Errorf("New with a username: %v", err)
+	}
+}
+
 // The SAS token follows Azure's documented algorithm; the expected signature
 // is computed here by openssl, independently of the Go code.
 func TestAzureSASTokenKnownVector(t *testing.T) {
