@@ -256,6 +256,9 @@ func (b *Bridge) policy() broker.ClientPolicy {
 		MaxAge:            q.MaxAge,
 		DropOldest:        q.Policy != PolicyRejectNew,
 		UpgradeQoS:        true,
+		// The session holds the queue: it must outlive any stop, whatever
+		// broker.max_session_expiry says.
+		KeepSession: true,
 	}
 	if p.MaxQueuedMessages == 0 {
 		p.MaxQueuedMessages = DefaultMaxMessages

@@ -82,7 +82,11 @@ type gateway struct {
 	st  *state.Durable
 }
 
-func startGateway(t testing.TB, dir string) *gateway {
+func startGateway(t testing.TB, dir string) *gateway { return startGatewayWith(t, dir, nil) }
+
+// startGatewayWith starts the gateway's broker with the defaults changed by
+// configure (which may be nil).
+func startGatewayWith(t testing.TB, dir string, configure func(*broker.Config)) *gateway {
 	t.Helper()
 	st, err := state.OpenDurable(dir, state.DurableOptions{})
 	if err != nil {
@@ -91,6 +95,9 @@ func startGateway(t testing.TB, dir string) *gateway {
 	cfg := broker.DefaultConfig()
 	cfg.Listeners = []broker.ListenerConfig{{Address: "127.0.0.1:0"}}
 	cfg.SysInterval = 0
+	if configure != nil {
+		configure(&cfg)
+	}
 	srv, err := broker.New(cfg, broker.Options{Store: st, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)

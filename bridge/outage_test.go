@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"gatewayd/broker"
 	"gatewayd/broker/client"
 	"gatewayd/internal/testenv"
 	"gatewayd/internal/testmosquitto"
@@ -200,6 +201,48 @@ func TestOutageSubscriptionLostWithLink(t *testing.T) {
 			if got := local.snapshot()[0].Topic; got != "commands/probe" {
 				t.Errorf("arrived on %q, want commands/probe", got)
 			}
+		})
+	}
+}
+
+// The bridge's local session holds the outage's backlog: it outlives a stop
+// of the bridge (a reload) and of the gateway whatever
+// broker.max_session_expiry says, even 0, or a cap shorter than the time the
+// gateway stayed off (here 2 s standing in for days).
+func TestOutageQueueOutlivesMaxSessionExpiry(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cap  time.Duration
+		off  time.Duration // gateway off for this long; 0: only the bridge restarts
+	}{{"max_session_expiry 0, bridge reload", 0, 0}, {"gateway off longer than max_session_expiry", 2 * time.Second, 3 * time.Second}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := startMosquitto(t)
+			p := testproxy.New(t, m.Addr())
+			dir := t.TempDir()
+			capExpiry := func(bc *broker.Config) { bc.MaxSessionExpiry = c.cap }
+			g := startGatewayWith(t, dir, capExpiry)
+			up := cloudSubscriber(t, m, "upstream", "gw1/sensors/seq")
+			cfg := basicConfig(p.URL())
+			b := startBridge(t, g, cfg)
+			waitState(t, b, "connected", 10*time.Second)
+			pub := localClient(t, g, "sensor")
+			p.Cut(true)
+			waitLost(t, b, 10*time.Second)
+			publishSeq(t, pub, "sensors/seq", 1, 0, 50)
+			waitQueued(t, b, 50, 10*time.Second)
+			stopBridge(t, b)
+			if c.off > 0 {
+				g.shutdown()
+				time.Sleep(c.off)
+				g = startGatewayWith(t, dir, capExpiry)
+			}
+			b = startBridge(t, g, cfg)
+			if n := b.Stats().QueuedMessages; n != 50 {
+				t.Errorf("queued %d after the restart, want 50", n)
+			}
+			p.Restore()
+			got := up.waitFor(t, 10*time.Second, "the outage's readings upstream", arrived(50))
+			checkSequence(t, got, 50)
 		})
 	}
 }

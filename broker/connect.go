@@ -150,7 +150,7 @@ func (c *conn) handleConnect(p *packet.Connect) bool {
 
 	// Session expiry: 3.1/3.1.1 persistent sessions get MaxSessionExpiry; v5
 	// asks and is capped by it.
-	maxExpiry := uint32(min(s.cfg.MaxSessionExpiry/time.Second, neverExpires))
+	maxExpiry := c.maxSessionExpiry(id)
 	var expiry uint32
 	switch {
 	case v5:
@@ -335,6 +335,18 @@ func (c *conn) refuseConnect(v packet.Version, reason packet.ReasonCode, why str
 	return false
 }
 
+// maxSessionExpiry is the cap on the session expiry of c's client id:
+// max_session_expiry, except for an in-process client (served by ServeConn
+// under a name no listener has) whose ClientPolicy says KeepSession.
+func (c *conn) maxSessionExpiry(id string) uint32 {
+	if !c.l.network {
+		if p := c.s.policyFor(id); p != nil && p.KeepSession {
+			return neverExpires
+		}
+	}
+	return uint32(min(c.s.cfg.MaxSessionExpiry/time.Second, neverExpires))
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -359,7 +371,7 @@ func (c *conn) handleDisconnect(p *packet.Disconnect) bool {
 		t := s.begin()
 		se.mu.Lock()
 		wasStored := se.stored(s)
-		se.expiry = min(p.Props.SessionExpiry, uint32(min(s.cfg.MaxSessionExpiry/time.Second, neverExpires)))
+		se.expiry = min(p.Props.SessionExpiry, c.maxSessionExpiry(se.id))
 		if se.stored(s) {
 			t.add(state.Op{Kind: state.OpPutSession, Session: se.record()})
 		} else if wasStored {

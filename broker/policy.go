@@ -31,6 +31,11 @@ type ClientPolicy struct {
 	// as QoS 1 (durably, with a persistent session and a durable store),
 	// so that they wait for the client like QoS 1 messages do.
 	UpgradeQoS bool
+	// KeepSession exempts the session from max_session_expiry when its
+	// client is in-process (served by ServeConn under a name no listener
+	// has): it is kept as long as the client asks. A client of the same
+	// identifier connecting through a listener stays capped.
+	KeepSession bool
 }
 
 // ClientQueueStats describe one client's queue and what its policy dropped.

@@ -1,12 +1,17 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"gatewayd/broker"
+	"gatewayd/broker/client"
+	"gatewayd/broker/packet"
 )
 
 // policyQueue fills the queue of an offline persistent session "sink" that
@@ -96,5 +101,55 @@ func TestClientPolicyMaxAge(t *testing.T) {
 	sink.in.waitPayload(t, "new")
 	if n := len(sink.in.withPayload("old")); n != 0 {
 		t.Errorf("expired message delivered %d times", n)
+	}
+}
+
+// KeepSession exempts the session of an in-process client from
+// max_session_expiry (here 0: every session would end with its
+// connection); a client with the same identifier connecting through a
+// listener stays capped.
+func TestClientPolicyKeepSessionInProcessOnly(t *testing.T) {
+	b := startBroker(t, func(c *broker.Config) { c.MaxSessionExpiry = 0 }, broker.Options{})
+	b.SetClientPolicy("keeper", broker.ClientPolicy{KeepSession: true})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	inProcess := func(context.Context) (net.Conn, error) {
+		a, s := net.Pipe()
+		wg.Go(func() { b.ServeConn(s, "in-process") })
+		return a, nil
+	}
+	session := func(o client.Options) {
+		t.Helper()
+		o.ClientID, o.Protocol, o.SessionExpiry = "keeper", packet.V5, time.Hour
+		c, err := client.New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := contextWithTimeout()
+		defer cancel()
+		if err := c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Subscribe(ctx, func(*client.Message) {}, client.Subscription{Filter: "q/#", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Disconnect(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	session(client.Options{Dialer: inProcess})
+	waitOffline(t, b, 1)
+	if subs := b.ClientSubscriptions("keeper"); len(subs) != 1 {
+		t.Fatalf("in-process client: session subscriptions %v after it left, want its session kept", subs)
+	}
+
+	session(client.Options{URL: "mqtt://" + b.addr})
+	deadline := time.Now().Add(waitTimeout)
+	for len(b.ClientSubscriptions("keeper")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("network client: session kept after it left, want it ended (max_session_expiry 0)")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
