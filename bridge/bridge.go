@@ -9,7 +9,9 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,7 +141,7 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		opts:    opts,
 		log:     opts.Logger.With("bridge", cfg.Name),
 		srv:     opts.Broker,
-		localID: "gatewayd-bridge-" + cfg.Name,
+		localID: localIDPrefix + cfg.Name,
 		v5:      cfg.protocol() == packet.V5,
 		url:     cfg.URL,
 		pace:    newPacer(cfg.DrainRate),
@@ -243,6 +245,25 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 
 // Name is the bridge's name.
 func (b *Bridge) Name() string { return b.cfg.Name }
+
+// localIDPrefix starts the client id of a bridge's local session.
+const localIDPrefix = "gatewayd-bridge-"
+
+// EndRemoved ends the local sessions of bridges that are not among names (the
+// configured ones), with the queues they hold, and returns the names of those
+// it ended. A bridge's session is exempt from broker.max_session_expiry, so
+// this is what removes one whose bridge was taken out of the configuration.
+// Running bridges' sessions are connected and left alone.
+func EndRemoved(srv *broker.Server, names []string) []string {
+	var ended []string
+	for _, id := range srv.SessionIDs(localIDPrefix) {
+		name := strings.TrimPrefix(id, localIDPrefix)
+		if !slices.Contains(names, name) && srv.EndSession(id) {
+			ended = append(ended, name)
+		}
+	}
+	return ended
+}
 
 // RemoteClientID is the client id used at the cloud.
 func (b *Bridge) RemoteClientID() string { return b.remoteID }

@@ -246,3 +246,36 @@ func TestOutageQueueOutlivesMaxSessionExpiry(t *testing.T) {
 		})
 	}
 }
+
+// A bridge taken out of the configuration: EndRemoved ends its local session
+// and drops the queue it held; the session of a configured bridge stays.
+func TestEndRemovedDropsARemovedBridgesQueue(t *testing.T) {
+	m := startMosquitto(t)
+	p := testproxy.New(t, m.Addr())
+	g := startGateway(t, t.TempDir())
+	cfg := basicConfig(p.URL())
+	b := startBridge(t, g, cfg)
+	waitState(t, b, "connected", 10*time.Second)
+	pub := localClient(t, g, "sensor")
+	p.Cut(true)
+	waitLost(t, b, 10*time.Second)
+	publishSeq(t, pub, "sensors/seq", 1, 0, 20)
+	waitQueued(t, b, 20, 10*time.Second)
+	stopBridge(t, b)
+	id := "gatewayd-bridge-" + cfg.Name
+	if got := EndRemoved(g.srv, []string{cfg.Name}); len(got) != 0 {
+		t.Fatalf("ended %v while the bridge is configured", got)
+	}
+	if q, ok := g.srv.ClientQueue(id); !ok || q.Messages != 20 {
+		t.Fatalf("queue of the configured bridge: %+v (found %v), want 20 messages", q, ok)
+	}
+	if got := EndRemoved(g.srv, []string{"other"}); len(got) != 1 || got[0] != cfg.Name {
+		t.Fatalf("EndRemoved ended %v, want [%s]", got, cfg.Name)
+	}
+	if ids := g.srv.SessionIDs("gatewayd-bridge-"); len(ids) != 0 {
+		t.Fatalf("sessions left: %v", ids)
+	}
+	if q := g.srv.Stats().Queued; q != 0 {
+		t.Fatalf("%d messages still queued", q)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"slices"
+	"strings"
 	"time"
 
 	"gatewayd/broker/packet"
@@ -536,11 +538,45 @@ func (s *Server) sessionExpired(se *session, gen uint64) {
 		return
 	}
 	defer s.wg.Done()
+	s.endSession(se, func() bool { return se.gen == gen }, true)
+}
+
+// EndSession ends clientID's session as its expiry would (a pending will is
+// published), if the client is not connected, and reports whether it did.
+// It is for an in-process client's session that is no longer wanted (an
+// upstream bridge removed from the configuration).
+func (s *Server) EndSession(clientID string) bool {
+	s.mu.Lock()
+	se := s.sessions[clientID]
+	s.mu.Unlock()
+	return se != nil && s.endSession(se, func() bool { return true }, false)
+}
+
+// SessionIDs returns the client ids of the sessions whose id starts with
+// prefix, connected or not.
+func (s *Server) SessionIDs(prefix string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id := range s.sessions {
+		if strings.HasPrefix(id, prefix) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// endSession ends se if it is offline and still (called with s.mu and se.mu
+// held) is true; expired counts it in Stats.ExpiredSessions.
+func (s *Server) endSession(se *session, still func() bool, expired bool) bool {
 	var will *message
 	t := s.begin()
 	s.mu.Lock()
 	se.mu.Lock()
-	if se.gen == gen && se.conn == nil && !se.dead {
+	ended := false
+	if still() && se.conn == nil && !se.dead {
+		ended = true
 		if se.will != nil {
 			// The session ends before the will delay: the will goes now.
 			will = se.will.msg
@@ -551,8 +587,10 @@ func (s *Server) sessionExpired(se *session, gen uint64) {
 		}
 		s.dropSessionLocked(se, &t)
 		s.stats.disconnected.Add(-1)
-		s.stats.expiredSessions.Add(1)
-		s.log.Debug("broker: session expired", "client", se.id)
+		if expired {
+			s.stats.expiredSessions.Add(1)
+		}
+		s.log.Debug("broker: session ended", "client", se.id, "expired", expired)
 	}
 	se.mu.Unlock()
 	s.mu.Unlock()
@@ -560,6 +598,7 @@ func (s *Server) sessionExpired(se *session, gen uint64) {
 		s.publishWill(will, &t)
 	}
 	t.commit(nil)
+	return ended
 }
 
 func (s *Server) willDue(se *session, gen uint64) {

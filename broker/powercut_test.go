@@ -189,3 +189,34 @@ func TestReleaseInboundFreesHeldQoS2IDs(t *testing.T) {
 		t.Fatalf("subscriber got %q, want [first second]", got)
 	}
 }
+
+// EndSession ends an offline session in memory and in the store, and leaves
+// a connected one alone.
+func TestEndSessionEndsOnlyOfflineSessions(t *testing.T) {
+	ts := newTestStore()
+	s, addr := startServer(t, nil, Options{Store: ts})
+	persistentSubscriber(t, addr, "gone", "t")
+	on := dialRaw(t, addr, packet.V311)
+	on.mustConnect("here", false)
+	if s.EndSession("here") {
+		t.Fatal("ended a connected client's session")
+	}
+	if ids := s.SessionIDs(""); !slices.Equal(ids, []string{"gone", "here"}) {
+		t.Fatalf("sessions %v", ids)
+	}
+	if !s.EndSession("gone") || s.EndSession("gone") {
+		t.Fatal("EndSession of the offline session: want true once, then false")
+	}
+	if ids := s.SessionIDs("g"); len(ids) != 0 {
+		t.Fatalf("sessions %v after EndSession", ids)
+	}
+	snap, _ := ts.Load()
+	for _, se := range snap.Sessions {
+		if se.ClientID == "gone" {
+			t.Fatal("the store still holds the ended session")
+		}
+	}
+	if st := s.Stats(); st.ClientsDisconnected != 0 {
+		t.Fatalf("ClientsDisconnected %d, want 0", st.ClientsDisconnected)
+	}
+}

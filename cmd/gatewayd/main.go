@@ -359,6 +359,7 @@ func printErr(w io.Writer, err error) {
 
 // startBridges starts the configured bridges on the running broker.
 func startBridges(ctx context.Context, cfg Config, srv *broker.Server, log *slog.Logger) ([]*bridge.Bridge, error) {
+	endRemovedBridges(cfg, srv, log)
 	var out []*bridge.Bridge
 	for _, bc := range cfg.Bridges {
 		b, err := bridge.New(bc, bridge.Options{GatewayID: cfg.GatewayID, Broker: srv, Logger: log, SysInterval: cfg.Broker.SysInterval})
@@ -374,6 +375,18 @@ func startBridges(ctx context.Context, cfg Config, srv *broker.Server, log *slog
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// endRemovedBridges ends the local sessions, and the queues, of bridges no
+// longer configured.
+func endRemovedBridges(cfg Config, srv *broker.Server, log *slog.Logger) {
+	var names []string
+	for _, bc := range cfg.Bridges {
+		names = append(names, bc.Name)
+	}
+	for _, name := range bridge.EndRemoved(srv, names) {
+		log.Info("bridge removed from the configuration: its queue is dropped", "bridge", name)
+	}
 }
 
 // stopBridges stops the bridges (before the broker): what they have not

@@ -108,6 +108,7 @@ func applyComponents(ctx context.Context, log *slog.Logger, srv *broker.Server, 
 		cancel()
 		log.Info("bridge stopped for the new configuration", "bridge", b.Name())
 	}
+	endRemovedBridges(next, srv, log)
 	running.Bridges = nil
 	for _, c := range next.Bridges {
 		if o, ok := old[c.Name]; ok && reflect.DeepEqual(o, c) && hasBridge(kept, c.Name) {

@@ -132,7 +132,8 @@ func TestSIGHUPStartsAnAddedDevice(t *testing.T) {
 }
 
 // A bridge added by a SIGHUP starts (its cloud is unreachable here: it keeps
-// trying), and one removed by the next SIGHUP stops; the broker runs on.
+// trying), and one removed by the next SIGHUP stops, its local session (its
+// queue) ended; the broker runs on.
 func TestSIGHUPStartsAndStopsBridges(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
@@ -147,6 +148,7 @@ func TestSIGHUPStartsAndStopsBridges(t *testing.T) {
 	writeConfig(t, dir, cfg)
 	p.signal(syscall.SIGHUP)
 	p.waitStderr(`msg="bridge stopped for the new configuration" bridge=cloud`)
+	p.waitStderr(`msg="bridge removed from the configuration: its queue is dropped" bridge=cloud`)
 	if _, ack := mqttConnect(t, addr, 4); ack[3] != 0 {
 		t.Errorf("CONNACK % x after the reloads", ack)
 	}
