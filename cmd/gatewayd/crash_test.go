@@ -325,7 +325,10 @@ func newCrashSubscriber(t *testing.T, parent context.Context, addr string) *cras
 			t.Fatalf("subscribe: %v", err)
 		}
 	case <-time.After(hangGuard):
-		t.Fatal("subscriber did not connect")
+		s.mu.Lock()
+		conns, up := s.conns, s.subscribed
+		s.mu.Unlock()
+		t.Fatalf("subscriber not subscribed after %v: %d connections made, CONNACK received: %v", hangGuard, conns, up)
 	}
 	return s
 }
