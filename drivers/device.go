@@ -118,7 +118,7 @@ func (d *deviceRun) run(ctx context.Context) {
 // from its first reading; a sensor opened again stays offline until it reads.
 func (d *deviceRun) open(ctx context.Context, first bool) Device {
 	for n := 0; ; n++ {
-		dev, err := Open(d.cfg, Env{Hardware: d.r.hw, Logger: d.log})
+		dev, err := Open(d.cfg, Env{Hardware: d.r.hw, Logger: d.log, Up: func() { d.succeed(false) }})
 		if err == nil {
 			d.setInfos(dev.Channels())
 			if _, src := dev.(Source); first && !src {

@@ -118,6 +118,10 @@ type Hardware interface {
 type Env struct {
 	Hardware Hardware
 	Logger   *slog.Logger // never nil
+	// Up, when not nil, is called by a Source once what it listens to is
+	// open (its serial port): the device is online from then, before its
+	// first value, and not while it cannot open it.
+	Up func()
 }
 
 // Factory opens a device from its configuration. The returned Device

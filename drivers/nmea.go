@@ -532,6 +532,9 @@ func (d *nmeaDevice) Run(ctx context.Context, emit func(Reading)) error {
 	if err != nil {
 		return err
 	}
+	if d.env.Up != nil {
+		d.env.Up()
+	}
 	var (
 		st    gpsState
 		epoch nmeaEpoch

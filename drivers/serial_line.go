@@ -365,6 +365,9 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 	if err != nil {
 		return err
 	}
+	if d.env.Up != nil {
+		d.env.Up()
+	}
 	var (
 		last, lastBad time.Time
 		reported      uint64
