@@ -114,8 +114,9 @@ func (d *deviceRun) run(ctx context.Context) {
 
 // open opens the hardware, retrying with backoff until it succeeds or ctx
 // ends (nil). The first time, success marks the device online, except a
-// Source, which opens what it listens to in Run (a serial port) and is online
-// from its first reading; a sensor opened again stays offline until it reads.
+// Source, which opens what it listens to in Run and is online from then
+// (Env.Up) or from its first reading; a sensor opened again stays offline
+// until it reads.
 func (d *deviceRun) open(ctx context.Context, first bool) Device {
 	for n := 0; ; n++ {
 		dev, err := Open(d.cfg, Env{Hardware: d.r.hw, Logger: d.log, Up: func() { d.succeed(false) }})
