@@ -115,7 +115,13 @@ func (r *rawClient) sendBytes(b []byte) {
 // connection. The packet is valid until the next read.
 func (r *rawClient) read() (packet.Packet, error) {
 	r.t.Helper()
-	r.nc.SetReadDeadline(time.Now().Add(wait))
+	return r.readWithin(wait)
+}
+
+// readWithin reads the next packet, waiting at most d for it.
+func (r *rawClient) readWithin(d time.Duration) (packet.Packet, error) {
+	r.t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(d))
 	for {
 		h, hl, err := packet.DecodeFixedHeader(r.buf[:r.n])
 		if err != nil {

@@ -654,7 +654,8 @@ func (s *Server) handOff(from *session, obs []*outbound) {
 				return
 			}
 			for _, h := range members {
-				if h.Filter == ob.shared && h.Key != from && h.Key.online.Load() {
+				// A member granted QoS 0 cannot take a queued delivery.
+				if h.Filter == ob.shared && h.Key != from && h.Key.online.Load() && h.Value.QoS > 0 {
 					target, opts = h.Key, h.Value
 					return
 				}
@@ -662,9 +663,7 @@ func (s *Server) handOff(from *session, obs []*outbound) {
 		})
 		nob := &outbound{msg: ob.msg, qos: ob.qos, retain: ob.retain, subIDs: ob.subIDs, shared: ob.shared}
 		if target != nil {
-			if q := min(ob.msg.QoS, opts.QoS); q > 0 {
-				nob.qos = q
-			}
+			nob.qos = min(ob.msg.QoS, opts.QoS)
 			if opts.ID != 0 {
 				nob.subIDs = []uint32{opts.ID}
 			} else {

@@ -541,8 +541,8 @@ func (c *conn) acked(a *packet.Ack) {
 }
 
 // takeSharedLocked removes the deliveries that came through shared
-// subscriptions and have not reached the client (queued, or sent but not
-// acknowledged), so that another member of the group can have them.
+// subscriptions and have not reached the client (queued, or sent at QoS 1
+// and not acknowledged), so that another member of the group can have them.
 func (s *Server) takeSharedLocked(se *session, t *tx) []*outbound {
 	var out []*outbound
 	keep := se.pending[:se.pendHead]
@@ -556,8 +556,10 @@ func (s *Server) takeSharedLocked(se *session, t *tx) []*outbound {
 	}
 	clear(se.pending[len(keep):])
 	se.pending = keep
+	// A QoS 2 delivery already sent stays: it is completed to this client
+	// if it comes back, and to nobody else [MQTT-4.8.2-4], [MQTT-4.8.2-5].
 	for pid, ob := range se.inflight {
-		if ob.shared != "" && ob.phase == state.Sent {
+		if ob.shared != "" && ob.qos == 1 && ob.phase == state.Sent {
 			delete(se.inflight, pid)
 			out = append(out, ob)
 			s.removeLocked(se, ob, t)
