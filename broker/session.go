@@ -40,7 +40,8 @@ type session struct {
 	pending     []*outbound
 	pendHead    int
 	inflight    map[uint16]*outbound
-	window      int // in-flight limit for the current connection
+	window      int  // in-flight limit for the current connection
+	waiting     bool // some in-flight deliveries wait to be sent again (outbound.waiting)
 	nextPID     uint16
 	nextSeq     uint64
 	queuedBytes int
@@ -79,6 +80,10 @@ type outbound struct {
 	phase  state.Phase
 	pid    uint16
 	shared string // the "$share/..." filter it came through, "" if none
+	// waiting: in flight from an earlier connection and not yet sent again
+	// on this one, whose Receive Maximum had no room for it (see
+	// resumeLocked).
+	waiting bool
 }
 
 // hold is one PUBLISH (phase Sent) or PUBREL (phase Released) in a session's
@@ -213,6 +218,9 @@ func (s *Server) pumpLocked(se *session, t *tx) {
 		return
 	}
 	now := time.Now()
+	if se.waiting && !s.resendWaitingLocked(se, t, now) {
+		return
+	}
 	var p packet.Publish
 	for se.pendHead < len(se.pending) && len(se.inflight) < se.window {
 		ob := se.pending[se.pendHead]
@@ -450,16 +458,25 @@ func (s *Server) resumeLocked(se *session, t *tx) {
 		}
 		obs := make([]*outbound, 0, len(se.inflight))
 		for _, ob := range se.inflight {
+			ob.waiting = false
 			if !held[ob] {
 				obs = append(obs, ob)
 			}
 		}
+		se.waiting = false
 		slices.SortFunc(obs, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
 		now := time.Now()
 		var p packet.Publish
+		sent := 0
 		for _, ob := range obs {
 			if ob.phase == state.Released {
 				c.sendAck(packet.PUBREL, ob.pid, packet.Success, "")
+				continue
+			}
+			if sent >= se.window {
+				// The new connection's Receive Maximum is full: the rest
+				// go as acknowledgements make room (pumpLocked).
+				ob.waiting, se.waiting = true, true
 				continue
 			}
 			if !ob.fill(&p, now, true) {
@@ -474,10 +491,54 @@ func (s *Server) resumeLocked(se *session, t *tx) {
 				s.stats.tooLarge.Add(1)
 				s.stats.dropped.Add(1)
 				s.removeLocked(se, ob, t)
+				continue
 			}
+			sent++
 		}
 	}
 	s.pumpLocked(se, t)
+}
+
+// resendWaitingLocked sends again, oldest first, the in-flight deliveries
+// waiting for room in the client's Receive Maximum (see resumeLocked), as
+// far as there is room; it reports whether none is left waiting.
+func (s *Server) resendWaitingLocked(se *session, t *tx, now time.Time) bool {
+	c := se.conn
+	var ws []*outbound
+	for _, ob := range se.inflight {
+		if ob.waiting && ob.phase == state.Sent {
+			ws = append(ws, ob)
+		} else {
+			ob.waiting = false // acknowledged with PUBREC meanwhile: PUBREL went
+		}
+	}
+	slices.SortFunc(ws, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
+	active := len(se.inflight) - len(ws)
+	var p packet.Publish
+	for i, ob := range ws {
+		if active >= se.window {
+			return false
+		}
+		ws[i] = nil
+		ob.waiting = false
+		if !ob.fill(&p, now, true) {
+			delete(se.inflight, ob.pid)
+			s.stats.expired.Add(1)
+			s.stats.dropped.Add(1)
+			s.removeLocked(se, ob, t)
+			continue
+		}
+		if c.sendPublish(&p, keepAll) == tooLarge {
+			delete(se.inflight, ob.pid)
+			s.stats.tooLarge.Add(1)
+			s.stats.dropped.Add(1)
+			s.removeLocked(se, ob, t)
+			continue
+		}
+		active++
+	}
+	se.waiting = false
+	return true
 }
 
 func cmpU64(a, b uint64) int {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,56 @@ func TestSharedHandOffKeepsToTheGrantedQoS(t *testing.T) {
 		if pp, ok := p.(*packet.Publish); ok && pp.QoS > 0 {
 			t.Fatalf("B, granted QoS 0, got a QoS %d PUBLISH", pp.QoS)
 		}
+	}
+}
+
+// A resumed session's unacknowledged deliveries are sent again within the
+// new connection's Receive Maximum [MQTT-3.3.4-9]: the rest follow, in
+// order, as acknowledgements make room.
+func TestResumeKeepsToTheNewReceiveMaximum(t *testing.T) {
+	_, addr := startServer(t, nil, Options{})
+	a, _ := connectRaw(t, addr, packet.V5, rawConnect{id: "A", clean: true, expiry: 300}, "")
+	a.subscribe(1, "t", 1)
+	pub := dialRaw(t, addr, packet.V5)
+	pub.mustConnect("P", true)
+	for i := uint16(1); i <= 5; i++ {
+		pub.publish("t", 1, false, i, string(rune('0'+i)))
+		pub.nextAck(packet.PUBACK)
+	}
+	for range 5 {
+		a.nextPublish() // never acknowledged
+	}
+	a.nc.Close()
+
+	c := rawConnect{id: "A", expiry: 300}.packet()
+	c.Props.ReceiveMaximum = 2
+	c.Props.Set(packet.PropReceiveMaximum)
+	a2 := dialRaw(t, addr, packet.V5)
+	if !a2.connect(c).SessionPresent {
+		t.Fatal("no session")
+	}
+	var got []string
+	var ids []uint16
+	take := func() {
+		t.Helper()
+		p := a2.nextPublish()
+		if !p.Dup {
+			t.Fatalf("resent PUBLISH %q without DUP", p.Payload)
+		}
+		got, ids = append(got, string(p.Payload)), append(ids, p.PacketID)
+	}
+	take()
+	take()
+	if p, err := a2.readWithin(quietFor); err == nil {
+		t.Fatalf("a third %v while the client's Receive Maximum is 2 (got %q)", p.Type(), got)
+	}
+	// Each acknowledgement lets one more go.
+	for len(got) < 5 {
+		a2.send(&packet.Ack{Kind: packet.PUBACK, PacketID: ids[0]})
+		ids = ids[1:]
+		take()
+	}
+	if s := strings.Join(got, ""); s != "12345" {
+		t.Fatalf("resent in the order %q, want 12345", s)
 	}
 }
