@@ -28,15 +28,7 @@ func TestProfileAzureIoTHub(t *testing.T) {
 		},
 	}
 	local := localSubscriber(t, g, "commands/#")
-	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.renewEvery = 300 * time.Millisecond
-	if err := b.Start(testCtx(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopBridge(t, b) })
+	b := startRenewing(t, g, cfg)
 	if b.RemoteClientID() != "dev1" {
 		t.Errorf("client id %q, want the device id", b.RemoteClientID())
 	}
@@ -88,15 +80,7 @@ func TestAzureInvalidTopicPropertyRejected(t *testing.T) {
 		Topics:           []Rule{{Pattern: "#", Direction: DirIn, QoS: 1, LocalPrefix: "commands/"}},
 	}
 	local := localSubscriber(t, g, "commands/#")
-	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.renewEvery = 300 * time.Millisecond
-	if err := b.Start(testCtx(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopBridge(t, b) })
+	b := startRenewing(t, g, cfg)
 	waitState(t, b, "connected", 10*time.Second)
 	waitSubscribed(t, b, 10*time.Second)
 
@@ -119,4 +103,20 @@ func TestAzureInvalidTopicPropertyRejected(t *testing.T) {
 	if st := b.Stats(); st.Rejected["invalid"] != 1 || st.InflightIn != 0 {
 		t.Errorf("rejected %v (want invalid 1), in flight %d", st.Rejected, st.InflightIn)
 	}
+}
+
+// startRenewing starts a bridge with cfg that renews its SAS token every
+// 300 ms, and stops it when the test ends.
+func startRenewing(t *testing.T, g *gateway, cfg Config) *Bridge {
+	t.Helper()
+	b, err := New(cfg, Options{GatewayID: "gw1", Broker: g.srv, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.renewEvery = 300 * time.Millisecond
+	if err := b.Start(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopBridge(t, b) })
+	return b
 }

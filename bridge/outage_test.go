@@ -223,20 +223,13 @@ func TestOutageQueueOutlivesMaxSessionExpiry(t *testing.T) {
 			g := startGatewayWith(t, dir, capExpiry)
 			up := cloudSubscriber(t, m, "upstream", "gw1/sensors/seq")
 			cfg := basicConfig(p.URL())
-			b := startBridge(t, g, cfg)
-			waitState(t, b, "connected", 10*time.Second)
-			pub := localClient(t, g, "sensor")
-			p.Cut(true)
-			waitLost(t, b, 10*time.Second)
-			publishSeq(t, pub, "sensors/seq", 1, 0, 50)
-			waitQueued(t, b, 50, 10*time.Second)
-			stopBridge(t, b)
+			outageBacklog(t, g, p, cfg, 50)
 			if c.off > 0 {
 				g.shutdown()
 				time.Sleep(c.off)
 				g = startGatewayWith(t, dir, capExpiry)
 			}
-			b = startBridge(t, g, cfg)
+			b := startBridge(t, g, cfg)
 			if n := b.Stats().QueuedMessages; n != 50 {
 				t.Errorf("queued %d after the restart, want 50", n)
 			}
@@ -254,14 +247,7 @@ func TestEndRemovedDropsARemovedBridgesQueue(t *testing.T) {
 	p := testproxy.New(t, m.Addr())
 	g := startGateway(t, t.TempDir())
 	cfg := basicConfig(p.URL())
-	b := startBridge(t, g, cfg)
-	waitState(t, b, "connected", 10*time.Second)
-	pub := localClient(t, g, "sensor")
-	p.Cut(true)
-	waitLost(t, b, 10*time.Second)
-	publishSeq(t, pub, "sensors/seq", 1, 0, 20)
-	waitQueued(t, b, 20, 10*time.Second)
-	stopBridge(t, b)
+	outageBacklog(t, g, p, cfg, 20)
 	id := "gatewayd-bridge-" + cfg.Name
 	if got := EndRemoved(g.srv, []string{cfg.Name}); len(got) != 0 {
 		t.Fatalf("ended %v while the bridge is configured", got)
@@ -269,8 +255,8 @@ func TestEndRemovedDropsARemovedBridgesQueue(t *testing.T) {
 	if q, ok := g.srv.ClientQueue(id); !ok || q.Messages != 20 {
 		t.Fatalf("queue of the configured bridge: %+v (found %v), want 20 messages", q, ok)
 	}
-	if got := EndRemoved(g.srv, []string{"other"}); len(got) != 1 || got[0] != cfg.Name {
-		t.Fatalf("EndRemoved ended %v, want [%s]", got, cfg.Name)
+	if got := EndRemoved(g.srv, []string{"other"}); len(got) != 1 || got[0] != (Removed{Name: cfg.Name, Messages: 20}) {
+		t.Fatalf("EndRemoved ended %+v, want %s with its 20 messages", got, cfg.Name)
 	}
 	if ids := g.srv.SessionIDs("gatewayd-bridge-"); len(ids) != 0 {
 		t.Fatalf("sessions left: %v", ids)
@@ -278,4 +264,19 @@ func TestEndRemovedDropsARemovedBridgesQueue(t *testing.T) {
 	if q := g.srv.Stats().Queued; q != 0 {
 		t.Fatalf("%d messages still queued", q)
 	}
+}
+
+// outageBacklog runs a bridge with cfg until it is connected, cuts its link
+// at p, publishes n readings on sensors/seq that it queues, and stops it:
+// its local session holds them.
+func outageBacklog(t *testing.T, g *gateway, p *testproxy.Proxy, cfg Config, n int) {
+	t.Helper()
+	b := startBridge(t, g, cfg)
+	waitState(t, b, "connected", 10*time.Second)
+	pub := localClient(t, g, "sensor")
+	p.Cut(true)
+	waitLost(t, b, 10*time.Second)
+	publishSeq(t, pub, "sensors/seq", 1, 0, n)
+	waitQueued(t, b, n, 10*time.Second)
+	stopBridge(t, b)
 }

@@ -50,6 +50,29 @@ func (p *powerCutStore) restart(t *testing.T) (*Server, string) {
 	return startServer(t, nil, Options{Store: after})
 }
 
+// takeQoS1 reads n QoS 1 PUBLISHes, acknowledging each, and returns their
+// payloads.
+func takeQoS1(c *rawClient, n int) []string {
+	c.t.Helper()
+	var got []string
+	for len(got) < n {
+		p := c.nextPublish()
+		got = append(got, string(p.Payload))
+		c.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
+	}
+	return got
+}
+
+// publishQoS2 publishes payload on "t" at QoS 2 with packet id id, through
+// PUBCOMP.
+func publishQoS2(c *rawClient, id uint16, payload string) {
+	c.t.Helper()
+	c.publish("t", 2, false, id, payload)
+	c.nextAck(packet.PUBREC)
+	c.send(&packet.Ack{Kind: packet.PUBREL, PacketID: id})
+	c.nextAck(packet.PUBCOMP)
+}
+
 // PUBCOMP frees the packet id, and the client may use it for its next QoS 2
 // message at once. So it goes out only once the store has forgotten the id:
 // otherwise a restart finds the id still taken and drops that next message
@@ -78,20 +101,11 @@ func TestPubcompWaitsUntilTheReleaseIsStored(t *testing.T) {
 	// No PUBCOMP came: the client sends PUBREL again, then reuses the id.
 	pub2.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
 	pub2.nextAck(packet.PUBCOMP)
-	pub2.publish("t", 2, false, 7, "second")
-	pub2.nextAck(packet.PUBREC)
-	pub2.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
-	pub2.nextAck(packet.PUBCOMP)
+	publishQoS2(pub2, 7, "second")
 
 	sub := dialRaw(t, addr2, packet.V311)
 	sub.mustConnect("sub", false)
-	var got []string
-	for len(got) < 2 {
-		p := sub.nextPublish()
-		got = append(got, string(p.Payload))
-		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
-	}
-	if !slices.Equal(got, []string{"first", "second"}) {
+	if got := takeQoS1(sub, 2); !slices.Equal(got, []string{"first", "second"}) {
 		t.Fatalf("subscriber got %q, want [first second]", got)
 	}
 }
@@ -173,19 +187,10 @@ func TestReleaseInboundFreesHeldQoS2IDs(t *testing.T) {
 	// for a duplicate.
 	pub2 := dialRaw(t, addr, packet.V311)
 	pub2.mustConnect("pub", false)
-	pub2.publish("t", 2, false, 5, "second")
-	pub2.nextAck(packet.PUBREC)
-	pub2.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 5})
-	pub2.nextAck(packet.PUBCOMP)
+	publishQoS2(pub2, 5, "second")
 	sub := dialRaw(t, addr, packet.V311)
 	sub.mustConnect("sub", false)
-	var got []string
-	for len(got) < 2 {
-		p := sub.nextPublish()
-		got = append(got, string(p.Payload))
-		sub.send(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
-	}
-	if !slices.Equal(got, []string{"first", "second"}) {
+	if got := takeQoS1(sub, 2); !slices.Equal(got, []string{"first", "second"}) {
 		t.Fatalf("subscriber got %q, want [first second]", got)
 	}
 }

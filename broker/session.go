@@ -479,31 +479,36 @@ func (s *Server) resumeLocked(se *session, t *tx) {
 				ob.waiting, se.waiting = true, true
 				continue
 			}
-			if !ob.fill(&p, now, true) {
-				delete(se.inflight, ob.pid)
-				s.stats.expired.Add(1)
-				s.stats.dropped.Add(1)
-				s.removeLocked(se, ob, t)
-				continue
+			if s.resendLocked(se, ob, &p, now, t) {
+				sent++
 			}
-			if c.sendPublish(&p, keepAll) == tooLarge {
-				delete(se.inflight, ob.pid)
-				s.stats.tooLarge.Add(1)
-				s.stats.dropped.Add(1)
-				s.removeLocked(se, ob, t)
-				continue
-			}
-			sent++
 		}
 	}
 	s.pumpLocked(se, t)
+}
+
+// resendLocked sends an in-flight PUBLISH again (DUP) on se's connection,
+// and reports whether it went: one that expired meanwhile or is too large
+// for the client is dropped and counted.
+func (s *Server) resendLocked(se *session, ob *outbound, p *packet.Publish, now time.Time, t *tx) bool {
+	dropped := &s.stats.expired
+	if ob.fill(p, now, true) {
+		if se.conn.sendPublish(p, keepAll) != tooLarge {
+			return true
+		}
+		dropped = &s.stats.tooLarge
+	}
+	delete(se.inflight, ob.pid)
+	dropped.Add(1)
+	s.stats.dropped.Add(1)
+	s.removeLocked(se, ob, t)
+	return false
 }
 
 // resendWaitingLocked sends again, oldest first, the in-flight deliveries
 // waiting for room in the client's Receive Maximum (see resumeLocked), as
 // far as there is room; it reports whether none is left waiting.
 func (s *Server) resendWaitingLocked(se *session, t *tx, now time.Time) bool {
-	c := se.conn
 	var ws []*outbound
 	for _, ob := range se.inflight {
 		if ob.waiting && ob.phase == state.Sent {
@@ -515,27 +520,14 @@ func (s *Server) resendWaitingLocked(se *session, t *tx, now time.Time) bool {
 	slices.SortFunc(ws, func(a, b *outbound) int { return cmpU64(a.seq, b.seq) })
 	active := len(se.inflight) - len(ws)
 	var p packet.Publish
-	for i, ob := range ws {
+	for _, ob := range ws {
 		if active >= se.window {
 			return false
 		}
-		ws[i] = nil
 		ob.waiting = false
-		if !ob.fill(&p, now, true) {
-			delete(se.inflight, ob.pid)
-			s.stats.expired.Add(1)
-			s.stats.dropped.Add(1)
-			s.removeLocked(se, ob, t)
-			continue
+		if s.resendLocked(se, ob, &p, now, t) {
+			active++
 		}
-		if c.sendPublish(&p, keepAll) == tooLarge {
-			delete(se.inflight, ob.pid)
-			s.stats.tooLarge.Add(1)
-			s.stats.dropped.Add(1)
-			s.removeLocked(se, ob, t)
-			continue
-		}
-		active++
 	}
 	se.waiting = false
 	return true

@@ -246,29 +246,27 @@ func (d *deviceRun) runSource(ctx context.Context, s Source) {
 // to its bus since), when rds has a channel not known: their settings
 // (precision) apply and they are announced to Home Assistant.
 func (d *deviceRun) learn(dev Device, rds []Reading) {
-	d.mu.Lock()
-	unknown := slices.ContainsFunc(rds, func(rd Reading) bool {
-		_, ok := d.infos[rd.Channel]
-		return !ok
-	})
-	d.mu.Unlock()
-	if !unknown {
+	if !anyUnknownOf(d, rds, func(rd Reading) string { return rd.Channel }) {
 		return
 	}
 	infos := dev.Channels()
-	d.mu.Lock()
-	grew := slices.ContainsFunc(infos, func(in ChannelInfo) bool {
-		_, ok := d.infos[in.Channel]
-		return !ok
-	})
-	d.mu.Unlock()
-	if !grew {
+	if !anyUnknownOf(d, infos, func(in ChannelInfo) string { return in.Channel }) {
 		return // a channel the driver does not list: published as it comes
 	}
 	d.setInfos(infos)
 	if d.r.disc != nil && !d.cfg.HomeAssistant.Disabled {
 		d.r.disc.announce(d)
 	}
+}
+
+// anyUnknownOf reports whether a channel of xs is not among d's channels.
+func anyUnknownOf[T any](d *deviceRun, xs []T, channel func(T) string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.ContainsFunc(xs, func(x T) bool {
+		_, ok := d.infos[channel(x)]
+		return !ok
+	})
 }
 
 // succeed marks the device healthy (publishing online if it was not) and, if
