@@ -249,17 +249,28 @@ func (b *Bridge) Name() string { return b.cfg.Name }
 // localIDPrefix starts the client id of a bridge's local session.
 const localIDPrefix = "gatewayd-bridge-"
 
+// Removed is a bridge whose local session EndRemoved ended, and how many
+// queued messages went with it.
+type Removed struct {
+	Name     string
+	Messages int
+}
+
 // EndRemoved ends the local sessions of bridges that are not among names (the
-// configured ones), with the queues they hold, and returns the names of those
-// it ended. A bridge's session is exempt from broker.max_session_expiry, so
-// this is what removes one whose bridge was taken out of the configuration.
-// Running bridges' sessions are connected and left alone.
-func EndRemoved(srv *broker.Server, names []string) []string {
-	var ended []string
+// configured ones), with the queues they hold, and returns those it ended. A
+// bridge's session is exempt from broker.max_session_expiry, so this is what
+// removes one whose bridge was taken out of the configuration. Running
+// bridges' sessions are connected and left alone.
+func EndRemoved(srv *broker.Server, names []string) []Removed {
+	var ended []Removed
 	for _, id := range srv.SessionIDs(localIDPrefix) {
 		name := strings.TrimPrefix(id, localIDPrefix)
-		if !slices.Contains(names, name) && srv.EndSession(id) {
-			ended = append(ended, name)
+		if slices.Contains(names, name) {
+			continue
+		}
+		q, _ := srv.ClientQueue(id)
+		if srv.EndSession(id) {
+			ended = append(ended, Removed{Name: name, Messages: q.Messages})
 		}
 	}
 	return ended

@@ -6,8 +6,8 @@ package drivers
 // `fields`. A value that parses as a number is published as a number, any
 // other as text; nan and inf (what a microcontroller prints for a failed
 // measurement) are left out, as modbus-rtu leaves out a float32 that is not a
-// number. A line that does not match, or leaves no value, is counted and
-// dropped.
+// number, and the line is counted in bad_lines. A line that does not match,
+// or leaves no value, is counted and dropped.
 //
 // This file also holds what the serial drivers (nmea, serial-line) share:
 // opening the port through the Hardware and reading lines from it until the
@@ -206,8 +206,9 @@ func (p *lineParser) channels() []string {
 }
 
 // parse splits a line; ok is false for a line that does not fit (no regex
-// match, too few columns, no value at all).
-func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool) {
+// match, too few columns, no value at all). failed counts the values left out
+// for not being numbers (nan, inf).
+func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool, failed int) {
 	add := func(name, v string) {
 		v = strings.TrimSpace(v)
 		if name == "" || v == "" {
@@ -215,7 +216,8 @@ func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool) 
 		}
 		if f, err := strconv.ParseFloat(v, 64); err == nil {
 			if math.IsNaN(f) || math.IsInf(f, 0) {
-				return // a failed measurement: no value
+				failed++ // a failed measurement: no value
+				return
 			}
 			out = append(out, Reading{Channel: name, Value: f, Time: now})
 		} else {
@@ -225,23 +227,23 @@ func (p *lineParser) parse(line string, now time.Time) (out []Reading, ok bool) 
 	if p.re != nil {
 		m := p.re.FindStringSubmatch(line)
 		if m == nil {
-			return nil, false
+			return nil, false, 0
 		}
 		for i, v := range m {
 			add(p.names[i], v)
 		}
-		return out, len(out) > 0
+		return out, len(out) > 0, failed
 	}
 	cols := strings.Split(line, p.sep)
 	if len(cols) < p.fields {
-		return nil, false
+		return nil, false, 0
 	}
 	for i, v := range cols {
 		if i < len(p.names) {
 			add(p.names[i], v)
 		}
 	}
-	return out, len(out) > 0
+	return out, len(out) > 0, failed
 }
 
 // channelMeta guesses Home Assistant metadata from a channel's name, so
@@ -343,7 +345,7 @@ func checkSerialLine(cfg *DeviceConfig) error {
 }
 
 // Channels lists the parsed values and bad_lines, the count of lines that
-// did not fit.
+// did not fit or held a failed measurement.
 func (d *serialLine) Channels() []ChannelInfo {
 	var out []ChannelInfo
 	for _, n := range d.parser.channels() {
@@ -382,9 +384,13 @@ func (d *serialLine) Run(ctx context.Context, emit func(Reading)) error {
 	return readLines(ctx, port, func(line []byte, tooLong bool) {
 		now := time.Now()
 		var rds []Reading
-		ok := false
+		ok, failed := false, 0
 		if !tooLong {
-			rds, ok = d.parser.parse(string(line), now)
+			rds, ok, failed = d.parser.parse(string(line), now)
+		}
+		if ok && failed > 0 {
+			// Its other values go out; the failed measurement is counted.
+			d.badLines.Add(1)
 		}
 		if !ok {
 			d.badLines.Add(1)

@@ -79,6 +79,32 @@ func TestSerialLineCSVOverPty(t *testing.T) {
 	}
 }
 
+// A failed measurement (nan) is left out, the line's other values are
+// published, and the line counts in bad_lines.
+func TestSerialLineFailedMeasurementCounted(t *testing.T) {
+	noLeaks(t)
+	hw := newPtyHardware(t)
+	dev := openTestDevice(t, DeviceConfig{
+		Name: "weather", Driver: "serial-line", Port: "serial0", Fields: []string{"temperature", "humidity"},
+	}, hw)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := startSource(t, ctx, dev.(Source))
+	writeLines(t, hw.master(), "nan,55.2")
+	got := run.until("humidity")
+	wantValue(t, got, "humidity", 55.2)
+	if _, ok := got["temperature"]; ok {
+		t.Errorf("the failed temperature was published: %v", got)
+	}
+	if n := dev.(*serialLine).BadLines(); n != 1 {
+		t.Errorf("BadLines = %d, want 1", n)
+	}
+	cancel()
+	if err := run.wait(); err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+}
+
 // A device that goes away (USB adapter unplugged) ends Run with an error;
 // the next Run opens the port again.
 func TestSerialLineUnplugEndsRun(t *testing.T) {
@@ -165,7 +191,7 @@ func TestSerialLineParser(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rds, ok := p.parse(tt.line, now)
+			rds, ok, _ := p.parse(tt.line, now)
 			var parts []string
 			for _, rd := range rds {
 				if rd.IsText {

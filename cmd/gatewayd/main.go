@@ -384,8 +384,8 @@ func endRemovedBridges(cfg Config, srv *broker.Server, log *slog.Logger) {
 	for _, bc := range cfg.Bridges {
 		names = append(names, bc.Name)
 	}
-	for _, name := range bridge.EndRemoved(srv, names) {
-		log.Info("bridge removed from the configuration: its queue is dropped", "bridge", name)
+	for _, r := range bridge.EndRemoved(srv, names) {
+		log.Info("bridge removed from the configuration: its queue is dropped", "bridge", r.Name, "messages", r.Messages)
 	}
 }
 
